@@ -1,0 +1,32 @@
+"""Small helpers shared by the asset modules: windows, metadata, previews."""
+
+
+from collections.abc import Sequence
+
+import dagster as dg
+import pandas as pd
+
+
+def partition_days(context: dg.AssetExecutionContext) -> list[str]:
+    """The UTC days this run covers (one, or a range under BackfillPolicy.single_run)."""
+    if not context.has_partition_key and not context.has_partition_key_range:
+        raise dg.Failure("this asset is partitioned by day: choose a partition or a range")
+    return sorted(context.partition_keys)
+
+
+def markdown_preview(df: pd.DataFrame, columns: Sequence[str] | None = None, rows: int = 10) -> dg.MetadataValue:
+    """A short markdown table of the first rows (long cells clipped) for the UI."""
+    if df is None or df.empty:
+        return dg.MetadataValue.md("_no rows_")
+    view = df[list(columns)] if columns else df
+    view = view.head(rows).copy()
+    for c in view.columns:
+        view[c] = view[c].map(lambda v: (str(v)[:60] + "…") if isinstance(v, str) and len(v) > 60 else v)
+    return dg.MetadataValue.md(view.to_markdown(index=False))
+
+
+def count_table(counts: dict[str, int], key: str = "name", value: str = "count") -> dg.MetadataValue:
+    if not counts:
+        return dg.MetadataValue.md("_none_")
+    lines = [f"| {key} | {value} |", "|---|---:|"] + [f"| {k} | {v:,} |" for k, v in counts.items()]
+    return dg.MetadataValue.md("\n".join(lines))

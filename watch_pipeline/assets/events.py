@@ -1,0 +1,172 @@
+"""events: one row per audit event in the normalised schema, enriched; quarantine for what cannot be."""
+
+
+from datetime import datetime
+
+import dagster as dg
+import pandas as pd
+
+from watch_pipeline.assets.common import count_table, markdown_preview, partition_days
+from watch_pipeline.assets.ingest import RAW_KEYS
+from watch_pipeline.core import schema
+from watch_pipeline.core.enrich import enrich_events
+from watch_pipeline.core.geo import GeoIPLookup
+from watch_pipeline.core.identity import IdentityMapper
+from watch_pipeline.core.normalize import normalise
+from watch_pipeline.core.schema import SOURCE_SLACK_ACCESS, SOURCE_SLACK_AUDIT
+from watch_pipeline.partitions import daily_partitions
+from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
+from watch_pipeline.warehouse import Warehouse, register_table
+
+IDENTITY_COLUMNS = (
+    schema.Column("source", "VARCHAR", "where the id was seen"),
+    schema.Column("actor_id", "VARCHAR", "vendor user id (Slack U.../W...)"),
+    schema.Column("email", "VARCHAR", "email learned from the entries themselves"),
+    schema.Column("partition_date", "DATE", "day it was learned"),
+)
+register_table("identities", IDENTITY_COLUMNS)
+
+
+def open_geoip(cfg, log) -> GeoIPLookup | None:
+    if not cfg.geoip.city_db and not cfg.geoip.asn_db:
+        log.warning("no GeoIP database configured (geoip.city_db / geoip.asn_db): geo columns stay empty")
+        return None
+    return GeoIPLookup(cfg.geoip.city_db, cfg.geoip.asn_db, setting_names=("geoip.city_db", "geoip.asn_db"))
+
+
+def _day_frame(wh: Warehouse, table: str, day: str) -> pd.DataFrame:
+    return wh.read_table(table, f"partition_date = {wh.param()}", [pd.Timestamp(day).date()])
+
+
+def _known_slack_ids(wh: Warehouse, day: str) -> dict[str, str]:
+    ids = wh.read_table("identities", f"partition_date <= {wh.param()}", [pd.Timestamp(day).date()])
+    if ids.empty:
+        return {}
+    ids = ids.sort_values("partition_date")
+    return dict(zip(ids["actor_id"], ids["email"]))
+
+
+def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime) -> dict:
+    """Normalise + enrich one day and replace its partition of events, quarantine and identities."""
+    raw_g = _day_frame(wh, "raw_google", day)
+    raw_a = _day_frame(wh, "raw_slack_audit", day)
+    raw_x = _day_frame(wh, "raw_slack_access", day)
+    prior_x = None
+    if len(raw_x):
+        prior_x = wh.read_table("raw_slack_access", f"partition_date < {wh.param()}", [pd.Timestamp(day).date()])
+    norm = normalise(raw_g, raw_a, raw_x, prior_x)
+
+    mapper = IdentityMapper(cfg.user_domain, cfg.user_map)
+    known = _known_slack_ids(wh, day)
+    known.update(norm.slack_ids)
+    ids = pd.Series(list(known.keys()), dtype=object)
+    mapper.learn_ids(ids, pd.Series([known[i] for i in ids], dtype=object))
+    enriched = enrich_events(norm.events, geo, mapper)
+
+    q = [norm.quarantined]
+    if len(enriched.quarantined):
+        eq = enriched.quarantined
+        q.append(
+            pd.DataFrame(
+                {
+                    "quarantine_id": [schema.stable_id("enrich", e, r) for e, r in zip(eq["event_id"], eq["reason"])],
+                    "partition_date": eq["partition_date"],
+                    "stage": "enrich",
+                    "source": eq["source"],
+                    "origin": eq["event_id"],
+                    "reason": eq["reason"],
+                    "raw_text": eq["raw"],
+                }
+            )
+        )
+    quarantined = pd.concat([f for f in q if len(f)], ignore_index=True) if any(len(f) for f in q) else pd.DataFrame()
+    if len(quarantined):
+        quarantined["quarantined_at"] = now
+
+    date = pd.Timestamp(day).date()
+    p = wh.param()
+    with_day = f"partition_date = {p}"
+    events = enriched.events
+    written = wh.replace_window("events", events, with_day, [date])
+    wh.replace_window("quarantine", quarantined, f"partition_date = {p} AND stage IN ('normalise', 'enrich')", [date])
+    learned = pd.DataFrame(
+        {"source": SOURCE_SLACK_AUDIT, "actor_id": list(norm.slack_ids), "email": list(norm.slack_ids.values()), "partition_date": date}
+    )
+    wh.replace_window("identities", learned, with_day, [date])
+    return {
+        "events": written,
+        "quarantined": len(quarantined),
+        "raw": len(raw_g) + len(raw_a) + len(raw_x),
+        "stats": enriched.stats,
+        "frame": events,
+        "unresolved": [a for a in events.loc[events["source"] == SOURCE_SLACK_ACCESS, "actor"] if "@" not in str(a)] if len(events) else [],
+    }
+
+
+@dg.asset(
+    deps=list(RAW_KEYS.values()),
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="events",
+    kinds={"python", "duckdb"},
+    owners=["team:security-data"],
+    description=(
+        "One row per audit event in the normalised schema (docs/schema.md), enriched with GeoIP2 City + ASN, "
+        "parsed user agent, canonical identity and vendor risk signals. Unusable records go to `quarantine`."
+    ),
+)
+def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    cfg = settings.load()
+    wh = warehouse.get()
+    geo = open_geoip(cfg, context.log)
+    now = datetime.utcnow()
+    days = partition_days(context)
+    totals = {"events": 0, "quarantined": 0, "raw": 0}
+    per_day, by_app, unresolved, geo_stats = {}, {}, set(), {}
+    last = pd.DataFrame()
+    for n, day in enumerate(days, start=1):
+        r = build_events_for_day(wh, cfg, geo, day, now)
+        for k in totals:
+            totals[k] += r[k]
+        per_day[day] = r["events"]
+        if len(r["frame"]):
+            for app, c in r["frame"]["app"].value_counts().items():
+                by_app[app] = by_app.get(app, 0) + int(c)
+            last = r["frame"]
+        unresolved.update(r["unresolved"])
+        for k, v in (r["stats"] or {}).items():
+            if isinstance(v, (int, float)):
+                geo_stats[k] = geo_stats.get(k, 0) + v
+        context.log.info(f"events {day}: {r['events']:,} events, {r['quarantined']:,} quarantined ({n}/{len(days)})")
+    share = totals["quarantined"] / max(1, totals["events"] + totals["quarantined"])
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(totals["events"]),
+            "quarantined": dg.MetadataValue.int(totals["quarantined"]),
+            "quarantined_share": dg.MetadataValue.float(round(share, 6)),
+            "raw_records": dg.MetadataValue.int(totals["raw"]),
+            "events_per_day": count_table(per_day, "day", "events"),
+            "events_per_app": count_table(dict(sorted(by_app.items(), key=lambda kv: -kv[1])), "app", "events"),
+            "enrichment": count_table({k: int(v) for k, v in geo_stats.items()}, "stat", "value"),
+            "unresolved_identities": dg.MetadataValue.int(len(unresolved)),
+            "unresolved_sample": dg.MetadataValue.text(", ".join(sorted(unresolved)[:20]) or "-"),
+            "preview": markdown_preview(
+                last, ["event_time", "app", "action", "outcome", "actor", "ip", "geo_country", "asn_org", "ua_browser"]
+            ),
+        }
+    )
+
+
+@dg.asset_check(asset=events, description="Warns when the quarantined share of the partition passes quarantine.warn_share.")
+def quarantine_share(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
+    cfg = settings.load()
+    wh = warehouse.get()
+    ev = wh.query_df('SELECT partition_date, COUNT(*) AS n FROM "events" GROUP BY partition_date') if wh.table_exists("events") else pd.DataFrame(columns=["partition_date", "n"])
+    q = wh.query_df('SELECT partition_date, COUNT(*) AS n FROM "quarantine" GROUP BY partition_date') if wh.table_exists("quarantine") else pd.DataFrame(columns=["partition_date", "n"])
+    n_events, n_q = int(ev["n"].sum()), int(q["n"].sum())
+    share = n_q / max(1, n_events + n_q)
+    return dg.AssetCheckResult(
+        passed=share <= cfg.quarantine.warn_share,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantined": n_q, "events": n_events, "share": round(share, 6), "threshold": cfg.quarantine.warn_share},
+    )

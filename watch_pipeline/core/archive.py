@@ -1,0 +1,294 @@
+"""Read archived API responses: a directory tree of saved pages or JSON Lines, gzipped or not.
+
+Each file is one response page exactly as the API returned it (Reports API ``{"kind": "admin#reports#activities",
+"items": [...]}``, Slack Audit Logs ``{"entries": [...]}``, Slack ``team.accessLogs`` ``{"ok": true, "logins":
+[...]}``), or JSON Lines of single items / entries / rows. The source is recognised from the content, never from
+the file name. Nothing is lost: whatever cannot be landed goes to quarantine with a reason, and one bad record never
+takes the rest of its file down (a truncated page keeps the items before the cut).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from watch_pipeline.core.raw import RECORD_BUILDERS, RawRecord, RecordError
+from watch_pipeline.core.schema import (
+    RAW_SOURCES,
+    SOURCE_GOOGLE,
+    SOURCE_SLACK_ACCESS,
+    SOURCE_SLACK_AUDIT,
+)
+
+ARCHIVE_SUFFIXES = {".json", ".jsonl", ".ndjson", ".log", ".txt"}
+_PAGE_ARRAYS = {"items": SOURCE_GOOGLE, "entries": SOURCE_SLACK_AUDIT, "logins": SOURCE_SLACK_ACCESS}
+_MAX_RAW_TEXT = 100_000  # quarantine keeps at most this many characters of one record
+
+
+@dataclass
+class Quarantined:
+    origin: str
+    reason: str
+    raw_text: str
+    source: str = ""
+    stage: str = "archive"
+    partition_date: str | None = None
+
+
+@dataclass
+class FileResult:
+    path: str
+    records: list[RawRecord] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    @property
+    def seen(self) -> int:
+        return len(self.records) + len(self.quarantined)
+
+
+def archive_files(root: str | Path) -> list[Path]:
+    """Candidate files under `root` (sorted, hidden files skipped): JSON/JSONL/log files, optionally gzipped."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"archive directory not found: {root}")
+    if root.is_file():
+        return [root]
+    out = []
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        suffixes = [s.lower() for s in p.suffixes]
+        if suffixes and suffixes[-1] == ".gz":
+            suffixes = suffixes[:-1]
+        if suffixes and suffixes[-1] in ARCHIVE_SUFFIXES:
+            out.append(p)
+    return out
+
+
+def classify_item(item: Any) -> str | None:
+    """Which source a single item / entry / row belongs to, from its content."""
+    if not isinstance(item, dict):
+        return None
+    if item.get("kind") == "admin#reports#activity" or (
+        isinstance(item.get("id"), dict) and ("applicationName" in item["id"] or "uniqueQualifier" in item["id"])
+    ):
+        return SOURCE_GOOGLE
+    if "date_create" in item and ("action" in item or "actor" in item):
+        return SOURCE_SLACK_AUDIT
+    if "user_id" in item and ("date_first" in item or "date_last" in item):
+        return SOURCE_SLACK_ACCESS
+    if "events" in item and "actor" in item:  # a Reports activity missing its id: still Google's, quarantined later
+        return SOURCE_GOOGLE
+    return None
+
+
+def _text(data: bytes) -> str:
+    # surrogateescape keeps invalid bytes visible per record, so only the records that hold them are quarantined.
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _clean(text: str) -> str:
+    """Quarantine text: invalid bytes shown as U+FFFD, capped."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:_MAX_RAW_TEXT]
+
+
+def _has_bad_bytes(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+class _Reader:
+    def __init__(self, origin: str):
+        self.result = FileResult(origin)
+
+    def quarantine(self, where: str, reason: str, raw: Any, source: str = "") -> None:
+        text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+        self.result.quarantined.append(Quarantined(f"{self.result.path}{where}", reason, _clean(text), source))
+
+    def item(self, obj: Any, where: str, source: str | None = None) -> None:
+        source = source or classify_item(obj)
+        if source is None:
+            self.quarantine(where, "unrecognised record: not a Reports activity, Slack audit entry or accessLogs row", obj)
+            return
+        if _has_bad_bytes(obj):
+            self.quarantine(where, "invalid UTF-8 in record", obj, source)
+            return
+        try:
+            self.result.records.append(RECORD_BUILDERS[source](obj))
+        except RecordError as exc:
+            self.quarantine(where, str(exc), obj, source)
+
+    def document(self, doc: Any, where: str = "") -> None:
+        """A whole JSON document: an API page, a list of items, or a single item."""
+        if isinstance(doc, list):
+            for i, obj in enumerate(doc):
+                self.item(obj, f"{where}[{i}]")
+            return
+        if isinstance(doc, dict):
+            if doc.get("ok") is False:
+                self.quarantine(where, f"saved error response: {doc.get('error', 'unknown error')}", doc)
+                return
+            for key, source in _PAGE_ARRAYS.items():
+                if isinstance(doc.get(key), list):
+                    for i, obj in enumerate(doc[key]):
+                        self.item(obj, f"{where}:{key}[{i}]", source)
+                    return
+            if doc.get("kind") == "admin#reports#activities":  # an empty last page has no items
+                return
+            if classify_item(doc):
+                self.item(doc, where)
+                return
+        self.quarantine(where, "unrecognised document: not an API page, item list or item", doc)
+
+    def salvage(self, text: str, error: json.JSONDecodeError) -> bool:
+        """A page cut short: keep the complete items of its array, quarantine the rest. False if not a page."""
+        decoder = json.JSONDecoder()
+        for key, source in _PAGE_ARRAYS.items():
+            marker = text.find(f'"{key}"')
+            if marker < 0:
+                continue
+            pos = text.find("[", marker)
+            if pos < 0:
+                continue
+            pos += 1
+            index = 0
+            while True:
+                while pos < len(text) and text[pos] in " \t\r\n,":
+                    pos += 1
+                if pos >= len(text) or text[pos] == "]":
+                    break
+                try:
+                    obj, end = decoder.raw_decode(text, pos)
+                except json.JSONDecodeError:
+                    break
+                self.item(obj, f":{key}[{index}]", source)
+                index += 1
+                pos = end
+            rest = text[pos:]
+            if rest.strip().rstrip("]}").strip():
+                self.quarantine(
+                    f":{key}[{index}]",
+                    f"truncated or invalid JSON after {index} complete {key} (line {error.lineno}: {error.msg})",
+                    rest,
+                    source,
+                )
+            return True
+        return False
+
+    def lines(self, text: str) -> None:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                self.quarantine(f":{lineno}", f"invalid JSON on line {lineno}: {exc.msg}", line)
+                continue
+            self.document(obj, f":{lineno}")
+
+
+def read_bytes(data: bytes, origin: str) -> FileResult:
+    """Parse one archived file's bytes (gzip recognised by its magic number)."""
+    reader = _Reader(origin)
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            reader.quarantine("", f"corrupt gzip file: {exc}", data[:_MAX_RAW_TEXT].decode("latin-1"))
+            return reader.result
+    text = _text(data)
+    stripped = text.strip()
+    if not stripped:
+        return reader.result
+    try:
+        doc = json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        if "\n" in stripped and _looks_like_lines(stripped):
+            reader.lines(stripped)
+        elif not reader.salvage(stripped, exc):
+            if "\n" in stripped:
+                reader.lines(stripped)
+            else:
+                reader.quarantine("", f"invalid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", stripped)
+        return reader.result
+    except RecursionError:
+        reader.quarantine("", "JSON nested too deeply", stripped)
+        return reader.result
+    reader.document(doc)
+    return reader.result
+
+
+def _looks_like_lines(text: str) -> bool:
+    """JSON Lines when the first non-blank line is a complete JSON value on its own."""
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    try:
+        json.loads(first)
+        return True
+    except (json.JSONDecodeError, RecursionError):
+        return False
+
+
+def read_file(path: str | Path) -> FileResult:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        r = FileResult(str(path))
+        r.quarantined.append(Quarantined(str(path), f"cannot read file: {exc}", ""))
+        return r
+    return read_bytes(data, str(path))
+
+
+@dataclass
+class ArchiveScan:
+    records: dict[str, list[RawRecord]]
+    quarantined: list[Quarantined]
+    files: int
+    origins: dict[str, str]  # record_key -> origin file of its first copy
+
+    def count(self, source: str) -> int:
+        return len(self.records[source])
+
+
+def scan_archive(root: str | Path, days: Iterable[str] | None = None, progress=None) -> ArchiveScan:
+    """Read every file under `root`; keep records whose UTC day is in `days` (all when None).
+
+    Duplicates across overlapping pages are dropped here (first copy kept, by file order).
+    """
+    wanted = set(days) if days is not None else None
+    records: dict[str, list[RawRecord]] = {s: [] for s in RAW_SOURCES}
+    seen: dict[str, str] = {}
+    quarantined: list[Quarantined] = []
+    files = archive_files(root)
+    for n, path in enumerate(files, start=1):
+        result = read_file(path)
+        for rec in result.records:
+            if rec.record_key in seen:
+                continue
+            if wanted is not None and rec.partition_date not in wanted:
+                continue
+            seen[rec.record_key] = result.path
+            records[rec.source].append(rec)
+        quarantined.extend(result.quarantined)
+        if progress and (n % 200 == 0 or n == len(files)):
+            progress(n, len(files))
+    return ArchiveScan(records, quarantined, len(files), seen)
+
+
+def iter_items(doc: Any) -> Iterator[Any]:
+    """The items of a page (used by tests and tools)."""
+    if isinstance(doc, dict):
+        for key in _PAGE_ARRAYS:
+            if isinstance(doc.get(key), list):
+                yield from doc[key]
+                return
+    elif isinstance(doc, list):
+        yield from doc

@@ -1,0 +1,336 @@
+"""Raw landed records -> events in the normalised schema (before enrichment), plus quarantine rows.
+
+Google activities can carry several ``events[]`` under one ``id``: they are exploded and the event's index and name
+go into the key. Slack accessLogs rows are aggregates: they become events by diffing against earlier rows
+(:mod:`watch_pipeline.core.accesslogs`). A record that lacks what the schema requires (time, actor, id) is
+quarantined with the reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from watch_pipeline.core import schema
+from watch_pipeline.core.schema import (
+    OUTCOME_CHALLENGE,
+    OUTCOME_FAILURE,
+    OUTCOME_INFO,
+    OUTCOME_SUCCESS,
+    OUTCOME_WARNING,
+    SOURCE_GOOGLE,
+    SOURCE_SLACK_ACCESS,
+    SOURCE_SLACK_AUDIT,
+    stable_id,
+)
+
+BASE_COLUMNS = [c.name for c in schema.EVENT_BASE_COLUMNS]
+
+
+class NormaliseError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Google Reports activities
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def param_value(param: dict) -> Any:
+    """The value of a Reports API parameter, whichever of the seven value kinds carries it."""
+    for key in ("value", "boolValue", "intValue", "multiValue", "multiIntValue"):
+        if key in param:
+            v = param[key]
+            if key == "intValue":
+                return _int(v)
+            if key == "multiIntValue":
+                return [_int(x) for x in v] if isinstance(v, list) else v
+            return v
+    if "messageValue" in param:
+        return flatten_parameters((param["messageValue"] or {}).get("parameter", []))
+    if "multiMessageValue" in param:
+        return [flatten_parameters((m or {}).get("parameter", [])) for m in param["multiMessageValue"] or []]
+    return None
+
+
+def _int(v: Any) -> Any:
+    # int64 values arrive as JSON strings (they exceed JavaScript's safe integers).
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def flatten_parameters(params: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(params, list):
+        for p in params:
+            if isinstance(p, dict) and isinstance(p.get("name"), str):
+                out[p["name"]] = param_value(p)
+    return out
+
+
+_GOOGLE_FAILURE = ("login_failure", "risky_sensitive_action_blocked")
+_GOOGLE_CHALLENGE = ("login_challenge", "login_verification")
+
+
+def google_outcome(event_type: str, name: str, params: dict) -> str:
+    if event_type == "account_warning" or name.startswith("suspicious_") or name.startswith("account_disabled"):
+        return OUTCOME_WARNING
+    if name in _GOOGLE_FAILURE or name.endswith("_failure"):
+        return OUTCOME_FAILURE
+    if name in _GOOGLE_CHALLENGE:
+        status = str(params.get("login_challenge_status", "")).lower()
+        if status and "pass" not in status:
+            return OUTCOME_FAILURE
+        return OUTCOME_CHALLENGE
+    if name in ("login_success", "authorize") or name.endswith("_success"):
+        return OUTCOME_SUCCESS
+    return OUTCOME_INFO
+
+
+def _join(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def google_events(item: dict, raw_row: dict) -> list[dict]:
+    ident = item.get("id") or {}
+    actor = item.get("actor") or {}
+    actor_raw = actor.get("email") or actor.get("key") or ""
+    actor_id = str(actor.get("profileId") or "")
+    if not actor_raw and not actor_id:
+        raise NormaliseError("activity has no actor (actor.email, actor.profileId or actor.key)")
+    if not actor_raw:
+        actor_raw = actor_id
+    events = item.get("events")
+    presplit = isinstance(events, dict)  # Elastic's archives split events[] into one line each
+    if presplit:
+        events = [events]
+    if not isinstance(events, list) or not events:
+        raise NormaliseError("activity has no events")
+    app = str(ident.get("applicationName") or "")
+    rows = []
+    for index, ev in enumerate(events):
+        if not isinstance(ev, dict) or not isinstance(ev.get("name"), str):
+            raise NormaliseError(f"event {index} has no name")
+        name = ev["name"]
+        etype = str(ev.get("type") or "")
+        params = flatten_parameters(ev.get("parameters"))
+        position = f"split:{stable_id(json.dumps(ev, sort_keys=True), length=12)}" if presplit else index
+        suspicious = bool(params.get("is_suspicious") is True) or etype == "account_warning"
+        reasons = name if etype == "account_warning" else ("is_suspicious" if params.get("is_suspicious") is True else "")
+        rows.append(
+            {
+                "event_id": stable_id(app, ident.get("customerId"), ident.get("time"), ident.get("uniqueQualifier"), position, name),
+                "source": SOURCE_GOOGLE,
+                "app": app,
+                "event_type": etype,
+                "action": name,
+                "outcome": google_outcome(etype, name, params),
+                "event_time": raw_row["record_time"],
+                "actor_raw": actor_raw,
+                "actor_id": actor_id,
+                "ip": item.get("ipAddress") or "",
+                "user_agent": "",
+                "session_id": "",
+                "login_type": _join(params.get("login_type")),
+                "oauth_client": _join(params.get("app_name") or params.get("client_id") or ""),
+                "target": _join(params.get("affected_email_address") or params.get("doc_id") or params.get("app_name") or ""),
+                "access_count": 1,
+                "vendor_suspicious": suspicious,
+                "vendor_reasons": reasons,
+                "challenge_method": _join(params.get("login_challenge_method")),
+                "challenge_status": _join(params.get("login_challenge_status")),
+                "failure_type": _join(params.get("login_failure_type") or params.get("failure_type")),
+                "previous_ip": "",
+                "previous_ua": "",
+            }
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Slack Audit Logs entries
+# ----------------------------------------------------------------------------------------------------------------
+
+_SLACK_SUCCESS = {"user_login"}
+_SLACK_FAILURE = {"user_login_failed"}
+
+
+def slack_audit_event(entry: dict, raw_row: dict) -> dict:
+    actor = entry.get("actor") or {}
+    user = actor.get("user") or {}
+    actor_raw = user.get("email") or user.get("id") or ""
+    if not actor_raw:
+        raise NormaliseError("audit entry has no actor user (actor.user.email or actor.user.id)")
+    ctx = entry.get("context") or {}
+    details = entry.get("details") or {}
+    entity = entry.get("entity") or {}
+    etype = str(entity.get("type") or "")
+    target_obj = entity.get(etype) if isinstance(entity.get(etype), dict) else {}
+    action = str(entry.get("action") or "")
+    if not action:
+        raise NormaliseError("audit entry has no action")
+    reasons = details.get("reason") if isinstance(details, dict) else None
+    if action == "anomaly":
+        outcome = OUTCOME_WARNING
+    elif action in _SLACK_SUCCESS:
+        outcome = OUTCOME_SUCCESS
+    elif action in _SLACK_FAILURE or action.endswith("_failed"):
+        outcome = OUTCOME_FAILURE
+    else:
+        outcome = OUTCOME_INFO
+    return {
+        "event_id": stable_id(SOURCE_SLACK_AUDIT, entry.get("id")),
+        "source": SOURCE_SLACK_AUDIT,
+        "app": schema.APP_SLACK_AUDIT,
+        "event_type": etype,
+        "action": action,
+        "outcome": outcome,
+        "event_time": raw_row["record_time"],
+        "actor_raw": actor_raw,
+        "actor_id": str(user.get("id") or ""),
+        "ip": ctx.get("ip_address") or "",
+        "user_agent": ctx.get("ua") or "",
+        "session_id": str(ctx.get("session_id") or ""),
+        "login_type": "",
+        "oauth_client": str((ctx.get("app") or {}).get("name") or "") if isinstance(ctx.get("app"), dict) else "",
+        "target": str(target_obj.get("id") or target_obj.get("name") or "") if isinstance(target_obj, dict) else "",
+        "access_count": 1,
+        "vendor_suspicious": action == "anomaly",
+        "vendor_reasons": _join(reasons) if isinstance(reasons, list) else (str(reasons) if reasons else ""),
+        "challenge_method": "",
+        "challenge_status": "",
+        "failure_type": "",
+        "previous_ip": str(details.get("previous_ip_address") or "") if isinstance(details, dict) else "",
+        "previous_ua": str(details.get("previous_ua") or "") if isinstance(details, dict) else "",
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NormaliseResult:
+    events: pd.DataFrame  # EVENT_BASE_COLUMNS
+    quarantined: pd.DataFrame  # QUARANTINE_COLUMNS (without quarantined_at)
+    slack_ids: dict[str, str]  # Slack user id -> email learned from audit entries
+
+
+def _quarantine_row(raw_row: dict, reason: str, stage: str = "normalise") -> dict:
+    return {
+        "quarantine_id": stable_id("normalise", raw_row.get("record_key"), reason),
+        "partition_date": raw_row.get("partition_date"),
+        "stage": stage,
+        "source": raw_row.get("source", ""),
+        "origin": raw_row.get("origin") or "",
+        "reason": reason,
+        "raw_text": raw_row.get("raw", ""),
+    }
+
+
+def _per_record(raw: pd.DataFrame, build: Callable[[dict, dict], list[dict]], events: list, quarantined: list) -> None:
+    for raw_row in raw.to_dict("records"):
+        try:
+            obj = json.loads(raw_row["raw"])
+            rows = build(obj, raw_row)
+        except (NormaliseError, json.JSONDecodeError, TypeError, AttributeError) as exc:
+            quarantined.append(_quarantine_row(raw_row, str(exc) or type(exc).__name__))
+            continue
+        for r in rows:
+            r["partition_date"] = raw_row["partition_date"]
+            r["ingest_time"] = raw_row.get("ingest_time")
+            r["raw"] = raw_row["raw"]
+        events.extend(rows)
+
+
+def normalise(
+    raw_google: pd.DataFrame,
+    raw_slack_audit: pd.DataFrame,
+    raw_slack_access: pd.DataFrame | None = None,
+    prior_slack_access: pd.DataFrame | None = None,
+) -> NormaliseResult:
+    """Raw-table frames of one or more partitions -> base events + quarantine rows."""
+    events: list[dict] = []
+    quarantined: list[dict] = []
+    _per_record(raw_google, google_events, events, quarantined)
+    _per_record(raw_slack_audit, lambda e, r: [slack_audit_event(e, r)], events, quarantined)
+    slack_ids: dict[str, str] = {}
+    for e in events:
+        if e["source"] == SOURCE_SLACK_AUDIT and e["actor_id"] and "@" in e["actor_raw"]:
+            slack_ids[e["actor_id"]] = e["actor_raw"]
+    if raw_slack_access is not None and len(raw_slack_access):
+        events.extend(slack_access_events(raw_slack_access, prior_slack_access, quarantined))
+    frame = pd.DataFrame(events, columns=BASE_COLUMNS) if events else pd.DataFrame(columns=BASE_COLUMNS)
+    if len(frame):
+        frame = frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+    q = pd.DataFrame(quarantined, columns=[c.name for c in schema.QUARANTINE_COLUMNS if c.name != "quarantined_at"])
+    return NormaliseResult(frame, q, slack_ids)
+
+
+def _access_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in raw.to_dict("records"):
+        row = json.loads(r["raw"])
+        row["record_key"] = r["record_key"]
+        row["partition_date"] = r["partition_date"]
+        row["ingest_time"] = r.get("ingest_time")
+        row["raw"] = r["raw"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantined: list) -> list[dict]:
+    """accessLogs aggregate rows -> access events by diffing against earlier rows of the same (user, IP, UA)."""
+    from watch_pipeline.core.accesslogs import access_events
+
+    rows = _access_frame(raw)
+    prior_rows = _access_frame(prior) if prior is not None and len(prior) else None
+    diff = access_events(rows, prior_rows if prior_rows is not None else rows.iloc[0:0])
+    if diff.empty:
+        return []
+    meta = rows.set_index("record_key")
+    out = []
+    for d in diff.to_dict("records"):
+        m = meta.loc[d["record_key"]]
+        out.append(
+            {
+                "event_id": stable_id(SOURCE_SLACK_ACCESS, d["record_key"], d.get("event_index", 0), d.get("kind")),
+                "partition_date": m["partition_date"],
+                "source": SOURCE_SLACK_ACCESS,
+                "app": schema.APP_SLACK_ACCESS,
+                "event_type": "access",
+                "action": "access",
+                "outcome": OUTCOME_SUCCESS,
+                "event_time": d["event_time"],
+                "actor_raw": d.get("user_id") or "",
+                "actor_id": d.get("user_id") or "",
+                "ip": d.get("ip") or "",
+                "user_agent": d.get("user_agent") or "",
+                "session_id": "",
+                "login_type": "",
+                "oauth_client": "",
+                "target": "",
+                "access_count": int(d.get("access_count") or 1),
+                "vendor_suspicious": False,
+                "vendor_reasons": "",
+                "challenge_method": "",
+                "challenge_status": "",
+                "failure_type": "",
+                "previous_ip": "",
+                "previous_ua": "",
+                "ingest_time": m.get("ingest_time"),
+                "raw": m["raw"],
+            }
+        )
+    return out

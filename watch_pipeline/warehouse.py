@@ -1,0 +1,281 @@
+"""The warehouse: a DuckDB file by default, PostgreSQL when a URL is given. The assets do not know which.
+
+Every table is declared in :mod:`watch_pipeline.core.schema`; this module turns those declarations into DDL for the
+engine at hand and offers the few operations the pipeline needs: replace a window of a table in one transaction,
+upsert by key, and read a query into a DataFrame. All engine differences live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from watch_pipeline.core import schema
+
+# Tables the pipeline owns, with their columns. Other modules may register more with `register_table`.
+TABLES: dict[str, tuple[schema.Column, ...]] = {
+    "raw_google": schema.RAW_COLUMNS,
+    "raw_slack_audit": schema.RAW_COLUMNS,
+    "raw_slack_access": schema.RAW_COLUMNS,
+    "events": schema.EVENT_COLUMNS,
+    "quarantine": schema.QUARANTINE_COLUMNS,
+    "alerts": schema.ALERT_COLUMNS,
+}
+
+_PG_TYPES = {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT", "BLOB": "BYTEA"}
+
+
+def register_table(name: str, columns: Sequence[schema.Column]) -> None:
+    """Declare a table (idempotent); it is created on first use."""
+    TABLES[name] = tuple(columns)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("WATCH_HOME", ".watch")).resolve()
+
+
+class Warehouse:
+    """Engine-neutral access to the warehouse. Use :func:`open_warehouse` to get one."""
+
+    dialect: str = ""
+
+    # -- to implement per engine ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def _execute(self, cur: Any, sql: str, params: Sequence[Any] | None = None) -> None:
+        raise NotImplementedError
+
+    def _insert_frame(self, cur: Any, table: str, df: pd.DataFrame) -> None:
+        raise NotImplementedError
+
+    def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # -- shared -----------------------------------------------------------------------------------------------
+    def sql_type(self, portable: str) -> str:
+        return _PG_TYPES.get(portable, portable) if self.dialect == "postgres" else portable
+
+    def ensure_table(self, table: str) -> None:
+        cols = ", ".join(f'"{c.name}" {self.sql_type(c.sql_type)}' for c in TABLES[table])
+        with self.transaction() as cur:
+            self._execute(cur, f'CREATE TABLE IF NOT EXISTS "{table}" ({cols})')
+
+    def ensure_tables(self, tables: Sequence[str] | None = None) -> None:
+        for t in tables or list(TABLES):
+            self.ensure_table(t)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with self.transaction() as cur:
+            self._execute(cur, sql, params)
+
+    def conform(self, table: str, df: pd.DataFrame) -> pd.DataFrame:
+        """Columns of `table` in order, missing ones added as nulls, types coerced."""
+        out = pd.DataFrame(index=df.index)
+        for c in TABLES[table]:
+            s = df[c.name] if c.name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
+            if c.sql_type == "TIMESTAMP":
+                s = pd.to_datetime(s, utc=True, errors="coerce").dt.tz_localize(None)
+            elif c.sql_type == "DATE":
+                s = pd.to_datetime(s, errors="coerce").dt.date
+            elif c.sql_type == "DOUBLE":
+                s = pd.to_numeric(s, errors="coerce").astype("float64")
+            elif c.sql_type == "BIGINT":
+                s = pd.to_numeric(s, errors="coerce").astype("Int64")
+            elif c.sql_type == "BOOLEAN":
+                s = s.astype("boolean")
+            elif c.sql_type == "VARCHAR":
+                s = s.astype(object).where(s.notna(), None)
+            out[c.name] = s
+        return out.reset_index(drop=True)
+
+    def replace_window(
+        self,
+        table: str,
+        df: pd.DataFrame,
+        where: str,
+        params: Sequence[Any] | None = None,
+    ) -> int:
+        """Delete the rows matching `where` and insert `df`, in one transaction. Returns rows inserted."""
+        self.ensure_table(table)
+        frame = self.conform(table, df)
+        with self.transaction() as cur:
+            self._execute(cur, f'DELETE FROM "{table}" WHERE {where}', params)
+            if len(frame):
+                self._insert_frame(cur, table, frame)
+        return len(frame)
+
+    def replace_partitions(self, table: str, df: pd.DataFrame, days: Sequence[str], column: str = "partition_date") -> int:
+        """Replace whole daily partitions (ISO dates) of `table` with `df`."""
+        if not days:
+            return 0
+        marks = ", ".join(["?"] * len(days)) if self.dialect == "duckdb" else ", ".join(["%s"] * len(days))
+        cast = [pd.Timestamp(d).date() for d in days]
+        return self.replace_window(table, df, f'"{column}" IN ({marks})', cast)
+
+    def insert_new(self, table: str, df: pd.DataFrame, key: str) -> int:
+        """Insert rows whose `key` is not in the table yet (keeps the first copy). Returns rows inserted."""
+        self.ensure_table(table)
+        frame = self.conform(table, df).drop_duplicates(subset=[key], keep="first")
+        if frame.empty:
+            return 0
+        with self.transaction() as cur:
+            self._execute(cur, f'CREATE TEMP TABLE IF NOT EXISTS "_stage_{table}" AS SELECT * FROM "{table}" WHERE 1=0')
+            self._execute(cur, f'DELETE FROM "_stage_{table}"')
+            self._insert_frame(cur, f"_stage_{table}", frame)
+            before = self._count(cur, table)
+            self._execute(
+                cur,
+                f'INSERT INTO "{table}" SELECT s.* FROM "_stage_{table}" s '
+                f'WHERE NOT EXISTS (SELECT 1 FROM "{table}" t WHERE t."{key}" = s."{key}")',
+            )
+            after = self._count(cur, table)
+            self._execute(cur, f'DROP TABLE "_stage_{table}"')
+        return after - before
+
+    def _count(self, cur: Any, table: str) -> int:
+        self._execute(cur, f'SELECT COUNT(*) FROM "{table}"')
+        return int(cur.fetchone()[0])
+
+    def table_exists(self, table: str) -> bool:
+        if self.dialect == "duckdb":
+            q = "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name = ?"
+        else:
+            q = "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name = %s"
+        return bool(self.query_df(q, [table])["n"].iloc[0])
+
+    def read_table(self, table: str, where: str = "", params: Sequence[Any] | None = None, columns: str = "*") -> pd.DataFrame:
+        """Read a table (or an empty frame with its columns when it does not exist yet)."""
+        if not self.table_exists(table):
+            return self.conform(table, pd.DataFrame())
+        sql = f'SELECT {columns} FROM "{table}"' + (f" WHERE {where}" if where else "")
+        return self.query_df(sql, params)
+
+    def param(self) -> str:
+        """The placeholder of this engine's driver."""
+        return "?" if self.dialect == "duckdb" else "%s"
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+
+    def __init__(self, path: str | Path):
+        import duckdb
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path))
+        self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._lock:
+            cur = self._con.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def _execute(self, cur: Any, sql: str, params: Sequence[Any] | None = None) -> None:
+        cur.execute(sql, list(params) if params is not None else None)
+
+    def _insert_frame(self, cur: Any, table: str, df: pd.DataFrame) -> None:
+        cur.register("_frame", df)
+        try:
+            cols = ", ".join(f'"{c}"' for c in df.columns)
+            cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _frame')
+        finally:
+            cur.unregister("_frame")
+
+    def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                return cur.execute(sql, list(params) if params is not None else None).df()
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class PostgresWarehouse(Warehouse):
+    dialect = "postgres"
+
+    def __init__(self, url: str):
+        import psycopg2
+
+        self.url = url
+        self._con = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+        self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                yield cur
+            except BaseException:
+                self._con.rollback()
+                raise
+            else:
+                self._con.commit()
+            finally:
+                cur.close()
+
+    def _execute(self, cur: Any, sql: str, params: Sequence[Any] | None = None) -> None:
+        sql = sql.replace("TEMP TABLE IF NOT EXISTS", "TEMP TABLE IF NOT EXISTS")
+        cur.execute(sql, list(params) if params is not None else None)
+
+    def _insert_frame(self, cur: Any, table: str, df: pd.DataFrame) -> None:
+        # COPY is an order of magnitude faster than INSERT for the event volumes we land.
+        buf = io.StringIO()
+        out = df.copy()
+        for c in out.columns:
+            if out[c].dtype == bool or str(out[c].dtype) == "boolean":
+                out[c] = out[c].map({True: "t", False: "f"})
+        out.to_csv(buf, index=False, header=False, na_rep="\\N")
+        buf.seek(0)
+        cols = ", ".join(f'"{c}"' for c in df.columns)
+        cur.copy_expert(f'COPY "{table}" ({cols}) FROM STDIN WITH (FORMAT csv, NULL \'\\N\')', buf)
+
+    def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                cur.execute(sql, list(params) if params is not None else None)
+                cols = [d[0] for d in cur.description] if cur.description else []
+                rows = cur.fetchall() if cur.description else []
+                self._con.commit()
+                return pd.DataFrame.from_records(rows, columns=cols)
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def open_warehouse(url: str | None = None, path: str | Path | None = None) -> Warehouse:
+    """PostgreSQL when `url` (or WATCH_WAREHOUSE_URL) is set, else the DuckDB file `path` (default .watch/warehouse.duckdb)."""
+    url = url or os.environ.get("WATCH_WAREHOUSE_URL") or None
+    if url:
+        return PostgresWarehouse(url)
+    return DuckDBWarehouse(path or default_home() / "warehouse.duckdb")
