@@ -299,38 +299,41 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
     diff = access_events(rows, prior_rows if prior_rows is not None else rows.iloc[0:0])
     if diff.empty:
         return []
-    meta = rows.set_index("record_key")
-    out = []
-    for d in diff.to_dict("records"):
-        m = meta.loc[d["record_key"]]
-        out.append(
-            {
-                "event_id": stable_id(SOURCE_SLACK_ACCESS, d["record_key"], d.get("event_index", 0), d.get("kind")),
-                "partition_date": m["partition_date"],
-                "source": SOURCE_SLACK_ACCESS,
-                "app": schema.APP_SLACK_ACCESS,
-                "event_type": "access",
-                "action": "access",
-                "outcome": OUTCOME_SUCCESS,
-                "event_time": d["event_time"],
-                "actor_raw": d.get("user_id") or "",
-                "actor_id": d.get("user_id") or "",
-                "ip": d.get("ip") or "",
-                "user_agent": d.get("user_agent") or "",
-                "session_id": "",
-                "login_type": "",
-                "oauth_client": "",
-                "target": "",
-                "access_count": int(d.get("access_count") or 1),
-                "vendor_suspicious": False,
-                "vendor_reasons": "",
-                "challenge_method": "",
-                "challenge_status": "",
-                "failure_type": "",
-                "previous_ip": "",
-                "previous_ua": "",
-                "ingest_time": m.get("ingest_time"),
-                "raw": m["raw"],
-            }
-        )
-    return out
+    meta = rows[["record_key", "partition_date", "ingest_time", "raw"]].drop_duplicates("record_key")
+    d = diff.merge(meta, on="record_key", how="left")
+    n = len(d)
+    empty = [""] * n
+    frame = pd.DataFrame(
+        {
+            "event_id": [
+                stable_id(SOURCE_SLACK_ACCESS, k, i, kind)
+                for k, i, kind in zip(d["record_key"], d.get("event_index", pd.Series([0] * n)), d.get("kind", pd.Series([""] * n)))
+            ],
+            "partition_date": d["partition_date"],
+            "source": SOURCE_SLACK_ACCESS,
+            "app": schema.APP_SLACK_ACCESS,
+            "event_type": "access",
+            "action": "access",
+            "outcome": OUTCOME_SUCCESS,
+            "event_time": d["event_time"],
+            "actor_raw": d["user_id"].fillna(""),
+            "actor_id": d["user_id"].fillna(""),
+            "ip": d["ip"].fillna(""),
+            "user_agent": d["user_agent"].fillna(""),
+            "session_id": empty,
+            "login_type": empty,
+            "oauth_client": empty,
+            "target": empty,
+            "access_count": d["access_count"].fillna(1).astype(int),
+            "vendor_suspicious": False,
+            "vendor_reasons": empty,
+            "challenge_method": empty,
+            "challenge_status": empty,
+            "failure_type": empty,
+            "previous_ip": empty,
+            "previous_ua": empty,
+            "ingest_time": d["ingest_time"],
+            "raw": d["raw"],
+        }
+    )
+    return frame.to_dict("records")

@@ -1,0 +1,250 @@
+"""Behaviour models: actor_profiles (decayed value-frequency counts), user_models (per-user isolation forests),
+event_scores (every event scored against the models as they stood before its day).
+
+State is kept per day (a snapshot of the profiles at the end of each day), so running days one by one or as a range
+gives the same tables: day D always starts from the snapshot of day D-1.
+"""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from watch_pipeline.assets.baseline import day_events, peaks
+from watch_pipeline.assets.common import count_table, markdown_preview, partition_days
+from watch_pipeline.assets.events import events
+from watch_pipeline.core import schema
+from watch_pipeline.core.busybody import UserForest, deserialize, fit_user_models, serialize
+from watch_pipeline.core.profiles import SCORE_COLUMNS, STATE_COLUMNS, ActorProfiles, learning_state
+from watch_pipeline.partitions import daily_partitions
+from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
+from watch_pipeline.warehouse import Warehouse, register_table
+
+C = schema.Column
+_STATE_TYPES = {"actor": "VARCHAR", "field": "VARCHAR", "value": "VARCHAR", "count": "DOUBLE", "events": "BIGINT",
+                "days": "BIGINT", "first_seen": "TIMESTAMP", "last_seen": "TIMESTAMP", "as_of": "TIMESTAMP"}
+_SCORE_TYPES = {"event_id": "VARCHAR", "actor": "VARCHAR", "event_time": "TIMESTAMP", "field": "VARCHAR",
+                "value": "VARCHAR", "count": "DOUBLE", "total": "DOUBLE", "distinct": "BIGINT", "events_seen": "BIGINT",
+                "days_seen": "BIGINT", "score": "DOUBLE", "first_seen": "BOOLEAN", "days_since_last_seen": "DOUBLE",
+                "actor_events": "BIGINT", "actor_days": "BIGINT"}
+register_table("profile_state", (C("partition_date", "DATE", "snapshot day (state at its end)"),)
+               + tuple(C(n, _STATE_TYPES[n], n) for n in STATE_COLUMNS))
+register_table("profile_scores", (C("partition_date", "DATE", "day of the scored events"),)
+               + tuple(C(n, _SCORE_TYPES.get(n, "VARCHAR"), n) for n in SCORE_COLUMNS))
+register_table("user_models", (
+    C("partition_date", "DATE", "day the model was fitted for (trained on the days before it)"),
+    C("actor", "VARCHAR", "canonical actor"),
+    C("version", "VARCHAR", "model version: fit day and format"),
+    C("state", "VARCHAR", "learning | established"),
+    C("n_train", "BIGINT", "training events"),
+    C("threshold", "DOUBLE", "calibrated score_samples threshold"),
+    C("blob", "BLOB", "serialised UserForest"),
+))
+register_table("forest_scores", (
+    C("partition_date", "DATE", "day of the scored events"),
+    C("event_id", "VARCHAR", "event"),
+    C("actor", "VARCHAR", "actor"),
+    C("forest_score", "DOUBLE", "score_samples (lower = more abnormal)"),
+    C("threshold", "DOUBLE", "the model's threshold"),
+    C("state", "VARCHAR", "learning | established"),
+))
+EVENT_SCORE_COLUMNS = (
+    C("partition_date", "DATE", "day of the event"),
+    C("event_id", "VARCHAR", "event"),
+    C("actor", "VARCHAR", "canonical actor"),
+    C("event_time", "TIMESTAMP", "UTC"),
+    C("ip", "VARCHAR", "source IP"),
+    C("score", "DOUBLE", "risk 0..1"),
+    C("kinds", "VARCHAR", "comma-separated signal kinds"),
+    C("reasons", "VARCHAR", "JSON list of reasons with the numbers"),
+    C("model_state", "VARCHAR", "learning | established"),
+    C("context", "VARCHAR", "JSON geo/ASN/UA summary"),
+)
+register_table("event_scores", EVENT_SCORE_COLUMNS)
+
+# Snapshots older than this many days before the newest are dropped (re-running older days rebuilds from there).
+SNAPSHOT_KEEP_DAYS = 35
+# A forest is refitted only for actors with a network or country they never used: the scorer needs its opinion
+# there, and fitting every active user every day would dominate the pipeline's cost.
+NOVELTY_FIELDS = ("asn_org", "geo_country")
+FOREST_PARAMS = {"n_estimators": 50}
+
+
+def _day(d) -> "pd.Timestamp":
+    return pd.Timestamp(d).date()
+
+
+def latest_snapshot(wh: Warehouse, before_day: str) -> tuple[pd.DataFrame, str | None]:
+    """The newest profile snapshot strictly before `before_day` (state and its day)."""
+    if not wh.table_exists("profile_state"):
+        return pd.DataFrame(columns=STATE_COLUMNS), None
+    p = wh.param()
+    last = wh.query_df(f'SELECT MAX(partition_date) AS d FROM "profile_state" WHERE partition_date < {p}', [_day(before_day)])
+    d = last["d"].iloc[0]
+    if d is None or pd.isna(d):
+        return pd.DataFrame(columns=STATE_COLUMNS), None
+    state = wh.read_table("profile_state", f"partition_date = {p}", [_day(d)])
+    return state[STATE_COLUMNS], pd.Timestamp(d).date().isoformat()
+
+
+def profiles_model(cfg, state: pd.DataFrame) -> ActorProfiles:
+    return ActorProfiles.from_frame(state, half_life_days=cfg.models.half_life_days)
+
+
+@dg.asset(
+    deps=[events],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="models",
+    kinds={"python", "duckdb"},
+    owners=["team:security-data"],
+    description="Per-actor value-frequency profiles (country, ASN, ASN organisation, device, hour bucket, login type, "
+    "OAuth client, Slack session) with time decay — ScryWarden's model without its batch-boundary bug. Each day "
+    "stores the scores of its events against the state before them, and a snapshot of the state at its end.",
+)
+def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    cfg = settings.load()
+    wh = warehouse.get()
+    days = partition_days(context)
+    state, state_day = latest_snapshot(wh, days[0])
+    # Fold any days between the newest snapshot and the first requested day, so a gap never loses history.
+    if state_day is not None:
+        gap = pd.date_range(pd.Timestamp(state_day) + pd.Timedelta(days=1), pd.Timestamp(days[0]) - pd.Timedelta(days=1))
+        days = [d.date().isoformat() for d in gap] + days
+        if len(gap):
+            context.log.info(f"folding {len(gap)} day(s) since the snapshot of {state_day}")
+    model = profiles_model(cfg, state)
+    scored = 0
+    for day in days:
+        ev = day_events(wh, day)
+        ev = ev.sort_values(["event_time", "event_id"], kind="stable")
+        scores = model.score_and_update(ev)
+        scores.insert(0, "partition_date", _day(day))
+        scored += wh.replace_partitions("profile_scores", scores, [day])
+        snap = model.to_frame()
+        snap.insert(0, "partition_date", _day(day))
+        wh.replace_partitions("profile_state", snap, [day])
+        context.log.info(f"actor_profiles {day}: {len(ev):,} events, state {len(snap):,} rows")
+    cutoff = _day(pd.Timestamp(days[-1]) - pd.Timedelta(days=SNAPSHOT_KEEP_DAYS))
+    wh.execute(f'DELETE FROM "profile_state" WHERE partition_date < {wh.param()}', [cutoff])
+    learning = learning_state(model.to_frame(), cfg.models.min_events, cfg.models.min_days) if len(model.to_frame()) else pd.DataFrame(columns=["state"])
+    states = learning["state"].value_counts().to_dict() if len(learning) else {}
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(scored),
+            "actors": dg.MetadataValue.int(len(learning)),
+            "model_states": count_table({k: int(v) for k, v in states.items()}, "state", "actors"),
+            "state_rows": dg.MetadataValue.int(len(model.to_frame())),
+            "preview": markdown_preview(learning.sort_values("events", ascending=False) if len(learning) else learning),
+        }
+    )
+
+
+def candidate_actors(scores: pd.DataFrame) -> list[str]:
+    """Actors with a never-seen network, country or device today: the only ones whose forest we need to refit."""
+    if scores.empty:
+        return []
+    new = scores[scores["field"].isin(NOVELTY_FIELDS) & scores["first_seen"].fillna(False).astype(bool)]
+    return sorted(new["actor"].dropna().unique().tolist())
+
+
+@dg.asset(
+    deps=[actor_profiles, events],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="models",
+    kinds={"python", "scikitlearn"},
+    owners=["team:security-data"],
+    description="Per-user isolation forests (Busybody's features with its bugs fixed: unit-sphere location, binary "
+    "tf-idf of ASN organisation and version-free user agent, unseen-value features, calibrated threshold), fitted on "
+    "the `history_limit` window before the day for the users with something new that day; versioned blobs.",
+)
+def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    cfg = settings.load()
+    wh = warehouse.get()
+    fitted_total, established = 0, 0
+    for day in partition_days(context):
+        p = wh.param()
+        scores = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)], columns="actor, field, first_seen")
+        actors = candidate_actors(scores)
+        models: dict[str, UserForest] = {}
+        train = pd.DataFrame()
+        if actors:
+            start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.history_days))
+            marks = ", ".join([p] * len(actors))
+            train = wh.read_table("events", f"partition_date >= {p} AND partition_date < {p} AND actor IN ({marks})", [start, _day(day)] + actors)
+            if len(train):
+                # Process start-up costs more than a few small fits: go parallel only when it pays.
+                n_jobs = cfg.models.n_jobs if len(actors) >= 8 else 1
+                models = fit_user_models(train, cfg.history_days, n_jobs=n_jobs,
+                                         min_events=cfg.models.min_events, min_days=cfg.models.min_days,
+                                         **FOREST_PARAMS)
+        rows, fs = [], []
+        today = day_events(wh, day)
+        today = today[today["actor"].isin(list(models))] if len(today) else today
+        for actor, model in models.items():
+            rows.append({"partition_date": _day(day), "actor": actor, "version": f"{day}/v1", "state": model.state,
+                         "n_train": int((train["actor"] == actor).sum()), "threshold": getattr(model, "threshold_", np.nan),
+                         "blob": serialize(model)})
+            mine = today[today["actor"] == actor]
+            if len(mine) and model.state == "established":
+                established += 1
+                fs.append(pd.DataFrame({"partition_date": _day(day), "event_id": mine["event_id"].to_numpy(), "actor": actor,
+                                        "forest_score": model.score_samples(mine), "threshold": model.threshold_, "state": model.state}))
+        fitted_total += wh.replace_partitions("user_models", pd.DataFrame(rows), [day])
+        wh.replace_partitions("forest_scores", pd.concat(fs, ignore_index=True) if fs else pd.DataFrame(), [day])
+        context.log.info(f"user_models {day}: {len(models)} fitted for {len(actors)} candidate actors")
+    return dg.MaterializeResult(
+        metadata={"rows": dg.MetadataValue.int(fitted_total), "established": dg.MetadataValue.int(established)}
+    )
+
+
+def load_user_model(wh: Warehouse, actor: str, day: str) -> UserForest | None:
+    """The model fitted for `actor` on or before `day` (None when there is none)."""
+    p = wh.param()
+    rows = wh.read_table("user_models", f"actor = {p} AND partition_date <= {p}", [actor, _day(day)])
+    if rows.empty:
+        return None
+    return deserialize(bytes(rows.sort_values("partition_date")["blob"].iloc[-1]))
+
+
+@dg.asset(
+    deps=[actor_profiles, user_models, peaks, events],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="models",
+    kinds={"python", "duckdb"},
+    owners=["team:security-data"],
+    description="Risk of every event of the day against the profiles and models as they stood before it, combined "
+    "with organisation context, peaks and vendor signals; each score carries its reasons and numbers.",
+)
+def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    from watch_pipeline.core.scoring import RiskScorer
+
+    cfg = settings.load()
+    wh = warehouse.get()
+    total, last = 0, pd.DataFrame()
+    for day in partition_days(context):
+        p = wh.param()
+        ev = day_events(wh, day)
+        prof = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)])
+        state, _ = latest_snapshot(wh, day)
+        learning = learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state) else pd.DataFrame(columns=["actor", "state", "events", "active_days"])
+        day_peaks = wh.read_table("peaks", f"day = {p}", [_day(day)])
+        forest = wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)])
+        prev_day = _day(pd.Timestamp(day) - pd.Timedelta(days=1))
+        previous = wh.read_table("events", f"partition_date = {p}", [prev_day])
+        scorer = RiskScorer()
+        scorer.fit(state)
+        scored = scorer.score_samples(ev, profile_scores=prof, learning=learning, peaks=day_peaks,
+                                      forest_scores=forest, previous_events=previous)
+        scored.insert(0, "partition_date", _day(day))
+        total += wh.replace_partitions("event_scores", scored, [day])
+        last = scored if len(scored) else last
+        context.log.info(f"event_scores {day}: {len(scored):,} risky events of {len(ev):,}")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(total),
+            "preview": markdown_preview(last.sort_values("score", ascending=False) if len(last) else last,
+                                        ["event_time", "actor", "score", "kinds", "reasons"]),
+        }
+    )
