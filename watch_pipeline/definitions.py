@@ -7,7 +7,9 @@ import dagster as dg
 from watch_pipeline import assets as asset_modules
 from watch_pipeline.jobs import ALL_JOBS
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
+from watch_pipeline.notify_jobs import NOTIFIER_JOBS
 from watch_pipeline.schedules import ALL_SCHEDULES
+from watch_pipeline.sensors import NOTIFIER_SENSORS
 
 # Both resources read their locations from the environment at run time (WATCH_WAREHOUSE_URL / WATCH_HOME,
 # WATCH_CONFIG), so no URL or password ever lands in run config or in the UI.
@@ -17,6 +19,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_package_module(asset_modules),
     asset_checks=dg.load_asset_checks_from_package_module(asset_modules),
     resources=RESOURCES,
-    jobs=ALL_JOBS,
+    jobs=[*ALL_JOBS, *NOTIFIER_JOBS],
     schedules=ALL_SCHEDULES,
+    sensors=NOTIFIER_SENSORS,
 )

@@ -67,6 +67,7 @@ SNAPSHOT_KEEP_DAYS = 35
 # there, and fitting every active user every day would dominate the pipeline's cost.
 NOVELTY_FIELDS = ("asn_org", "geo_country")
 FOREST_PARAMS = {"n_estimators": 50}
+HISTORY_COLUMNS = "actor, event_time, ip, asn, asn_org, geo_city, geo_country, oauth_client"
 
 
 def _day(d) -> "pd.Timestamp":
@@ -233,8 +234,12 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
         forest = wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)])
         prev_day = _day(pd.Timestamp(day) - pd.Timedelta(days=1))
         previous = wh.read_table("events", f"partition_date = {p}", [prev_day])
+        # Organisation context (users per network, roaming networks, OAuth apps) from the window before the day.
+        start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.baseline.window_days))
+        history = wh.read_table("events", f"partition_date >= {p} AND partition_date < {p}", [start, _day(day)],
+                                columns=HISTORY_COLUMNS)
         scorer = RiskScorer()
-        scorer.fit(state)
+        scorer.fit(history)
         scored = scorer.score_samples(ev, profile_scores=prof, learning=learning, peaks=day_peaks,
                                       forest_scores=forest, previous_events=previous)
         scored.insert(0, "partition_date", _day(day))

@@ -155,3 +155,31 @@ def stable_id(*parts: object, length: int = 32) -> str:
     """A short, stable hex id from the given parts (None -> '')."""
     text = "\x1f".join("" if p is None else str(p) for p in parts)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def schema_markdown() -> str:
+    """docs/schema.md, generated from the declarations above (a test keeps the file in step)."""
+    parts = [
+        "# Tables of watch-pipeline\n",
+        "Generated from `watch_pipeline/core/schema.py` by `python -m watch_pipeline.core.schema > docs/schema.md`.",
+        "Times are UTC (stored as naive TIMESTAMP).\n",
+    ]
+    for title, cols in (
+        ("raw_google, raw_slack_audit, raw_slack_access (landing)", RAW_COLUMNS),
+        ("events (normalised)", EVENT_BASE_COLUMNS),
+        ("events (enrichment)", EVENT_ENRICHMENT_COLUMNS),
+        ("quarantine", QUARANTINE_COLUMNS),
+        ("alerts", ALERT_COLUMNS),
+    ):
+        parts.append(f"## {title}\n\n| column | type | meaning |\n|---|---|---|")
+        parts.extend(f"| `{c.name}` | {c.sql_type} | {_cell(c.doc)} |" for c in cols)
+        parts.append("")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(schema_markdown(), end="")

@@ -1,0 +1,228 @@
+"""Bench: telemetry-peak-analyzer 0.1.6 (the peer) vs our seasonal peaks, daily replay over a synthetic month.
+
+    /work/venv/bin/python bench/peaks_vs_tpa.py [--records 1000000] [--workdir /tmp/tpa_bench_1000000]
+
+1. installs ``telemetry-peak-analyzer==0.1.6`` into a throwaway venv under the work dir (``python -m venv`` + pip);
+2. generates ``--records`` records over 30 days with ``../shared/tools/tpa_scale_gen.py --split day --seed 42``
+   (4 injected peaks, ground truth in ``ground_truth.json``);
+3. replays the month day by day with the peer's CLI (one process per day-file, GST grown from day 1, TZ=UTC);
+4. replays it with ours in one child process: the day's file is ingested once into a columnar partition (parquet, the
+   role of our ``events`` table), then the daily run computes the day's key stats (dims task.severity,
+   file.llfile_type; sample file.sha1), stores them, and detects against the stored stats of the previous 28 days;
+5. prints wall time, peak RSS, injected peaks found (of 4) and false positives per day for both; the speed ratio of
+   a daily run is on the last line.
+
+The work dir is reused between runs (venv and data are kept); delete it to start over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GENERATOR = REPO.parent / "shared" / "tools" / "tpa_scale_gen.py"
+PEER_VERSION = "telemetry-peak-analyzer==0.1.6"
+DIMS = ("task.severity", "file.llfile_type")
+SAMPLE = "file.sha1"
+
+
+def ensure_peer_venv(workdir: Path) -> Path:
+    venv = workdir / "peer_venv"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", PEER_VERSION], check=True)
+        (venv / ".installed").write_text(PEER_VERSION)
+    return python
+
+
+def ensure_data(workdir: Path, records: int, days: int, seed: int) -> Path:
+    data = workdir / "data"
+    if not (data / "ground_truth.json").exists():
+        subprocess.run(
+            [sys.executable, str(GENERATOR), "--records", str(records), "--days", str(days), "--seed", str(seed),
+             "--split", "day", "--out", str(data)],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+    return data
+
+
+def run_measured(cmd: list[str], env: dict | None = None, cwd: Path | None = None, log: Path | None = None):
+    """Run a child; return (wall seconds, max RSS MB, return code)."""
+    t0 = time.perf_counter()
+    with open(log or os.devnull, "ab") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=err, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, os.waitstatus_to_exitcode(status)
+
+
+def day_files(data: Path) -> list[tuple[dt.date, Path]]:
+    files = sorted(data.glob("day_*.json"))
+    return [(dt.date.fromisoformat(f.stem[4:]), f) for f in files]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the peer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def run_peer(python: Path, data: Path, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    gst = out / "global_table.json"
+    gst.unlink(missing_ok=True)
+    env = {**os.environ, "TZ": "UTC"}
+    walls, rss, peaks = [], [], set()
+    for day, path in day_files(data):
+        peaks_file = out / f"peaks_{day}.json"
+        cmd = [str(python), "-m", "telemetry_peak_analyzer", "-n", str(path), "-s", str(day),
+               "-e", str(day + dt.timedelta(days=1)), "-m", str(gst), "-o", str(peaks_file)]
+        wall, mb, rc = run_measured(cmd, env=env, cwd=out, log=out / "peer.log")
+        if rc != 0:
+            raise RuntimeError(f"peer failed on {day} (rc {rc}), see {out / 'peer.log'}")
+        walls.append(wall)
+        rss.append(mb)
+        for d0, per in json.loads(peaks_file.read_text()).items():
+            for d1 in per:
+                peaks.add((str(day), f"{d0}|{d1}"))
+    return {"daily_walls": walls, "max_rss_mb": max(rss), "peaks": sorted(peaks)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ours (runs in a child process so that its RSS is its own)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def ingest_day(path: Path, parquet: Path) -> None:
+    """The adapter: peer records -> a columnar partition with event_time + the dims + the sample (our events role)."""
+    import pandas as pd
+
+    with open(path) as f:
+        recs = json.load(f)
+    df = pd.DataFrame(
+        {
+            "event_time": pd.to_datetime([r["utc_timestamp"] for r in recs], unit="ms"),
+            DIMS[0]: [r[DIMS[0]] for r in recs],
+            DIMS[1]: [r[DIMS[1]] for r in recs],
+            SAMPLE: [r[SAMPLE] for r in recs],
+        }
+    )
+    df.to_parquet(parquet, index=False)
+
+
+def ours_child(data: Path, out: Path) -> None:
+    import duckdb
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO))
+    from watch_pipeline.core import peaks as pk
+
+    out.mkdir(parents=True, exist_ok=True)
+    parts = out / "events"
+    parts.mkdir(exist_ok=True)
+    config = pk.PeakConfig(dims=DIMS)
+    # the warehouse role: one DuckDB table of daily key stats, read back for the window only
+    db = out / "warehouse.duckdb"
+    db.unlink(missing_ok=True)
+    con = duckdb.connect(str(db))
+    has_table = False
+    ingest_s, daily_s, found = [], [], set()
+    for day, path in day_files(data):
+        part = parts / f"{day}.parquet"
+        t0 = time.perf_counter()
+        ingest_day(path, part)
+        t1 = time.perf_counter()
+        # -- the daily run: only the new partition is read, plus the stored stats of the window --
+        events = pd.read_parquet(part)
+        today = pk.daily_key_stats(events, dims=DIMS, sample=SAMPLE, top_n=config.top_n)
+        if not has_table:
+            con.execute("CREATE TABLE key_stats AS SELECT * FROM today LIMIT 0")
+            has_table = True
+        con.execute("DELETE FROM key_stats WHERE day = ?", [day])  # delete-then-insert the day
+        con.execute("INSERT INTO key_stats SELECT * FROM today")
+        history = con.execute(
+            "SELECT day, view, key, sub_count, samp_count, samp_sub_count_max FROM key_stats"
+            " WHERE day >= ? AND day < ?", [day - dt.timedelta(days=config.window_days), day]
+        ).df()
+        found_today = pk.detect_peaks(today, history, config)
+        t2 = time.perf_counter()
+        ingest_s.append(t1 - t0)
+        daily_s.append(t2 - t1)
+        for _, r in found_today.iterrows():
+            found.add((str(day), r["key"], r["criterion"]))
+    (out / "result.json").write_text(
+        json.dumps({"ingest_walls": ingest_s, "daily_walls": daily_s, "peaks": sorted(found)})
+    )
+
+
+def run_ours(data: Path, out: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-ours", str(data), str(out)]
+    wall, mb, rc = run_measured(cmd, log=out.parent / "ours.log")
+    if rc != 0:
+        raise RuntimeError(f"ours failed (rc {rc}), see {out.parent / 'ours.log'}")
+    res = json.loads((out / "result.json").read_text())
+    res["max_rss_mb"], res["process_wall"] = mb, wall
+    res["peaks"] = sorted({(d, k) for d, k, _ in res["peaks"]})
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# scoring and report
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def score(peaks: list, truth: dict) -> tuple[int, int, list[str]]:
+    injected = {(p["date"], f"{p['severity']}|{p['type']}"): p["id"] for p in truth["peaks"]}
+    got = {tuple(p) for p in peaks}
+    found = sorted(pid for key, pid in injected.items() if key in got)
+    fps = len(got - set(injected))
+    return len(found), fps, found
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child-ours":
+        ours_child(Path(sys.argv[2]), Path(sys.argv[3]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--workdir", type=Path, default=None, help="default /tmp/tpa_bench_<records>")
+    args = ap.parse_args(argv)
+    workdir = (args.workdir or Path(f"/tmp/tpa_bench_{args.records}")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    python = ensure_peer_venv(workdir)
+    data = ensure_data(workdir, args.records, args.days, args.seed)
+    truth = json.loads((data / "ground_truth.json").read_text())
+    n_detect_days = args.days - 1  # day 1 only bootstraps both sides
+    print(f"data: {truth['records_total']:,} records over {args.days} days in {data}", flush=True)
+
+    peer = run_peer(python, data, workdir / "peer_run")
+    ours = run_ours(data, workdir / "ours_run")
+
+    rows = []
+    for name, res, walls in [("peer", peer, peer["daily_walls"]), ("ours", ours, ours["daily_walls"])]:
+        found, fps, ids = score(res["peaks"], truth)
+        rows.append((name, sum(walls), statistics.mean(walls), res["max_rss_mb"], found, ids, fps, fps / n_detect_days))
+    print(f"{'':6} {'total s':>9} {'per day s':>10} {'peak RSS MB':>12} {'injected':>9} {'FP':>5} {'FP/day':>7}")
+    for name, total, per_day, rss, found, ids, fps, fpd in rows:
+        print(f"{name:6} {total:9.2f} {per_day:10.3f} {rss:12.0f} {found:>5}/4 {fps:>5} {fpd:7.2f}  {','.join(ids)}")
+    ingest = statistics.mean(ours["ingest_walls"])
+    print(f"ours, one-time ingest of each day file into a columnar partition (JSON parse, the events role): "
+          f"{ingest:.3f} s/day; daily run + ingest: {statistics.mean(ours['daily_walls']) + ingest:.3f} s/day "
+          f"-> {statistics.mean(peer['daily_walls']) / (statistics.mean(ours['daily_walls']) + ingest):.1f}x")
+    ratio = statistics.mean(peer["daily_walls"]) / statistics.mean(ours["daily_walls"])
+    print(f"speed ratio (peer / ours, daily run): {ratio:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The default risk scorer on small hand-built organisations: each signal, organisation context and cold start."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pandas as pd
+import pytest
+
+from watch_pipeline.core.profiles import ActorProfiles, learning_state
+from watch_pipeline.core.scoring import RiskScorer, haversine_km
+
+START = pd.Timestamp("2026-09-01")
+HISTORY_DAYS = 10
+N_USERS = 30
+LAPTOP = ("Chrome", "Windows", "Chrome|Windows|Other")
+PHONE = ("Slack iOS App", "iOS", "Slack iOS App|iOS|iPhone")
+NEW_DEVICE = ("Firefox", "Linux", "Firefox|Linux|Other")
+BERLIN = ("DE", "Berlin", 52.52, 13.40)
+HOME_ISPS = [(3320, "Deutsche Telekom AG"), (3209, "Vodafone GmbH"), (6805, "Telefonica Germany")]
+CARRIER = (29562, "Carrier Mobile GmbH")  # every user's phone: churning addresses, many colleagues
+_ids = itertools.count()
+
+
+def user(i: int) -> str:
+    return f"user{i:02d}@acme.example"
+
+
+def ev(t, actor, ip, asn, org, *, action="login_success", app="login", outcome="success", device=None,
+       place=BERLIN, session="", oauth="", suspicious=False, reasons=""):
+    browser, os_, key = device or ("", "", "")
+    source = "slack_audit" if app == "slack_audit" else ("slack_access" if app == "slack_access" else "google")
+    return {
+        "event_id": f"e{next(_ids):06d}", "partition_date": pd.Timestamp(t).date(), "source": source, "app": app,
+        "action": action, "outcome": outcome, "event_time": pd.Timestamp(t), "actor": actor, "ip": ip,
+        "user_agent": key, "session_id": session, "login_type": "google_password" if app == "login" else "",
+        "oauth_client": oauth, "target": "", "vendor_suspicious": suspicious, "vendor_reasons": reasons,
+        "ip_internal": False, "geo_country": place[0], "geo_city": place[1], "geo_lat": place[2], "geo_lon": place[3],
+        "asn": asn, "asn_org": org, "ua_browser": browser, "ua_os": os_, "ua_device_key": key,
+    }
+
+
+def ordinary_day(day: pd.Timestamp, i: int) -> list[dict]:
+    """A user's workday: Google sign-in at home, Slack on the laptop with a few downloads, the phone on the carrier."""
+    asn, org = HOME_ISPS[i % len(HOME_ISPS)]
+    home = f"10{i % 3}.{i}.1.{day.day}"
+    t = day + pd.Timedelta(hours=8, minutes=i)
+    rows = [ev(t, user(i), home, asn, org)]
+    sid = f"S{i:03d}"
+    rows.append(ev(t + pd.Timedelta(minutes=5), user(i), home, asn, org, app="slack_audit", action="user_login",
+                   device=LAPTOP, session=sid))
+    for k in range(3):
+        rows.append(ev(t + pd.Timedelta(hours=1 + k), user(i), home, asn, org, app="slack_audit",
+                       action="file_downloaded", outcome="info", device=LAPTOP, session=sid))
+    for k in range(2):  # the carrier hands out a new address (and a new city) every time
+        city = [("DE", "Munich", 48.14, 11.58), ("DE", "Hamburg", 53.55, 9.99)][(i + k + day.day) % 2]
+        rows.append(ev(t + pd.Timedelta(hours=4 + k), user(i), f"80.{i}.{day.day}.{k}", *CARRIER, app="slack_access",
+                       action="access", device=PHONE, place=city))
+    return rows
+
+
+def history(users=range(N_USERS), days=HISTORY_DAYS) -> pd.DataFrame:
+    rows = [r for d in range(days) for i in users for r in ordinary_day(START + pd.Timedelta(days=d), i)]
+    return pd.DataFrame(rows)
+
+
+TODAY = START + pd.Timedelta(days=HISTORY_DAYS)
+
+
+def score_day(hist: pd.DataFrame, today_rows: list[dict], peaks=None, config=None, min_events=20, min_days=3):
+    """Profiles fit on the history, today scored before update (as the pipeline does); returns the score rows."""
+    today = pd.DataFrame(today_rows)
+    profiles = ActorProfiles().fit(hist)
+    learning = learning_state(profiles, min_events=min_events, min_days=min_days)
+    profile_scores = profiles.score_samples(today)
+    scorer = RiskScorer(config).fit(hist)
+    previous = hist[hist["event_time"] >= TODAY - pd.Timedelta(days=2)]
+    return scorer.score_samples(today, profile_scores=profile_scores, learning=learning, peaks=peaks,
+                                forest_scores=None, previous_events=previous)
+
+
+def actor_score(scores: pd.DataFrame, actor: str) -> float:
+    s = scores.loc[scores["actor"] == actor, "score"]
+    return float(s.max()) if len(s) else 0.0
+
+
+def phished(actor: str, t: pd.Timestamp, asn=60068, org="Datacamp Limited", place=("NL", "Amsterdam", 52.37, 4.9),
+            downloads=25, oauth="rclone") -> list[dict]:
+    ip = "185.1.2.3"
+    rows = [ev(t, actor, ip, asn, org, place=place)]
+    if oauth:
+        rows.append(ev(t + pd.Timedelta(minutes=3), actor, ip, asn, org, app="token", action="authorize",
+                       oauth=oauth, place=place))
+    rows.append(ev(t + pd.Timedelta(minutes=10), actor, ip, asn, org, app="slack_audit", action="user_login",
+                   device=NEW_DEVICE, session="SX", place=place))
+    rows += [ev(t + pd.Timedelta(minutes=11 + k), actor, ip, asn, org, app="slack_audit", action="file_downloaded",
+                outcome="info", device=NEW_DEVICE, session="SX", place=place) for k in range(downloads)]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def hist() -> pd.DataFrame:
+    return history()
+
+
+def test_new_rare_network_with_new_device_scores_high_with_numbers(hist):
+    victim = user(4)
+    rows = ordinary_day(TODAY, 4) + phished(victim, TODAY + pd.Timedelta(hours=20))
+    scores = score_day(hist, rows)
+    assert actor_score(scores, victim) >= 0.9
+    top = scores[scores["actor"] == victim].sort_values("score").iloc[-1]
+    reasons = json.loads(top["reasons"])
+    text = " ".join(reasons)
+    assert "AS60068 (Datacamp Limited)" in text
+    assert f"0 of {N_USERS} colleagues" in text  # the organisation context, with its numbers
+    assert "25 downloads" in text and "rclone" in text
+    assert {"new_network", "rare_in_org", "new_device", "rare_oauth"} <= set(top["kinds"].split(","))
+    assert top["model_state"] == "established"
+    ctx = json.loads(top["context"])
+    assert ctx["country"] == "NL" and ctx["asn_org"] == "Datacamp Limited" and ctx["ua_browser"] == "Firefox"
+    # the victim's own ordinary events are not part of the story
+    own = {r["event_id"] for r in ordinary_day(TODAY, 4)}
+    assert not set(scores["event_id"]) & own
+
+
+def test_network_used_by_many_colleagues_does_not_alert(hist):
+    # a corporate VPN / carrier many colleagues use: new for this user, but no story
+    vpn = (64512, "Zscaler, Inc.")
+    h = pd.concat([hist, pd.DataFrame([ev(START + pd.Timedelta(days=d, hours=9), user(i), f"165.1.{i}.{d}", *vpn)
+                                       for d in range(HISTORY_DAYS) for i in range(10, 25)])], ignore_index=True)
+    victim = user(3)
+    rows = ordinary_day(TODAY, 3) + [ev(TODAY + pd.Timedelta(hours=10), victim, "165.1.99.1", *vpn,
+                                        place=("NL", "Amsterdam", 52.37, 4.9))]
+    scores = score_day(h, rows)
+    assert actor_score(scores, victim) < 0.5
+    # the same sign-in from a network nobody uses does tell more
+    rows_rare = ordinary_day(TODAY, 3) + [ev(TODAY + pd.Timedelta(hours=10), victim, "185.9.9.9", 60068,
+                                             "Datacamp Limited", place=("NL", "Amsterdam", 52.37, 4.9))]
+    assert actor_score(score_day(h, rows_rare), victim) > actor_score(scores, victim)
+
+
+def test_own_device_on_a_new_network_is_a_trip_not_a_takeover(hist):
+    victim = user(5)
+    hotel = (12345, "Hotel Lisboa Wifi")
+    lisbon = ("PT", "Lisbon", 38.72, -9.14)
+    t = TODAY + pd.Timedelta(hours=9)
+    rows = [ev(t, victim, "85.1.1.1", *hotel, place=lisbon),
+            ev(t + pd.Timedelta(minutes=5), victim, "85.1.1.1", *hotel, app="slack_audit", action="user_login",
+               device=LAPTOP, session="S005", place=lisbon)]
+    rows += [ev(t + pd.Timedelta(minutes=20 + k), victim, "85.1.1.1", *hotel, app="slack_audit",
+                action="file_downloaded", outcome="info", device=LAPTOP, session="S005", place=lisbon) for k in range(5)]
+    scores = score_day(hist, rows)
+    assert actor_score(scores, victim) < 0.5
+
+
+def test_impossible_travel():
+    h = history()
+    victim = user(6)
+    t = TODAY + pd.Timedelta(hours=8)
+    asn, org = HOME_ISPS[6 % 3]
+    mumbai = ("IN", "Mumbai", 19.07, 72.88)
+    rows = [ev(t, victim, "100.6.1.1", asn, org),
+            ev(t + pd.Timedelta(minutes=50), victim, "49.32.1.1", 55836, "Reliance Jio", place=mumbai)]
+    scores = score_day(h, rows)
+    top = scores[scores["actor"] == victim]
+    assert "impossible_travel" in top["kinds"].iloc[0]
+    text = " ".join(json.loads(top["reasons"].iloc[0]))
+    km = haversine_km(52.52, 13.40, 19.07, 72.88)
+    assert f"{km:,.0f} km" in text and "50 min" in text
+    assert actor_score(scores, victim) >= 0.5
+    # the carrier's addresses jump between cities all the time: that is not travel
+    carrier_rows = ordinary_day(TODAY, 6)
+    assert "impossible_travel" not in ",".join(score_day(h, carrier_rows)["kinds"])
+
+
+def test_haversine_known_distance():
+    assert haversine_km(52.52, 13.405, 48.8566, 2.3522) == pytest.approx(878, abs=5)  # Berlin - Paris
+
+
+def test_session_jump_to_new_ip_and_device(hist):
+    victim = user(7)
+    t = TODAY + pd.Timedelta(hours=13)
+    thief = [ev(t + pd.Timedelta(minutes=k), victim, "45.1.1.1", 9009, "M247 Europe SRL", app="slack_audit",
+                action="file_downloaded", outcome="info", device=NEW_DEVICE, session="S007",
+                place=("RO", "Bucharest", 44.43, 26.1)) for k in range(12)]
+    scores = score_day(hist, ordinary_day(TODAY, 7) + thief)
+    top = scores[scores["actor"] == victim]
+    assert "session_jump" in top["kinds"].iloc[0]
+    text = " ".join(json.loads(top["reasons"].iloc[0]))
+    assert "S007" in text and "45.1.1.1" in text
+    assert actor_score(scores, victim) >= 0.9
+
+
+def test_learning_user_does_not_alert_on_novelty_alone():
+    h = history()
+    newcomer = user(40)
+    h_new = pd.concat([h, pd.DataFrame(ordinary_day(TODAY - pd.Timedelta(days=1), 40))], ignore_index=True)
+    rows = phished(newcomer, TODAY + pd.Timedelta(hours=15), oauth="")
+    scores = score_day(h_new, rows)
+    assert actor_score(scores, newcomer) < 0.5
+    assert set(scores.loc[scores["actor"] == newcomer, "model_state"]) <= {"learning"}
+    # once established, the same story alerts
+    established = score_day(h, phished(user(8), TODAY + pd.Timedelta(hours=15), oauth=""))
+    assert actor_score(established, user(8)) >= 0.5
+
+
+def test_learning_user_still_alerts_on_org_level_signal():
+    h = history()
+    newcomer = user(41)
+    t = TODAY + pd.Timedelta(hours=10)
+    spray_ip = "89.187.164.3"
+    rows = [ev(t + pd.Timedelta(seconds=k), user(i), spray_ip, 60068, "Datacamp Limited", action="login_failure",
+               outcome="failure", place=("NL", "Amsterdam", 52.37, 4.9)) for k, i in enumerate(range(20))]
+    rows.append(ev(t + pd.Timedelta(minutes=30), newcomer, spray_ip, 60068, "Datacamp Limited",
+                   place=("NL", "Amsterdam", 52.37, 4.9)))
+    scores = score_day(h, rows)
+    row = scores[scores["actor"] == newcomer]
+    assert len(row) and row["model_state"].iloc[0] == "learning"
+    assert "campaign_success" in row["kinds"].iloc[0]
+    assert "20 accounts failed from 89.187.164.3" in " ".join(json.loads(row["reasons"].iloc[0]))
+    assert actor_score(scores, newcomer) >= 0.5
+    # failures alone never score an account (that is the org-level alert's job)
+    assert actor_score(scores, user(3)) == 0.0
+
+
+def test_vendor_flag_alone_is_not_critical(hist):
+    victim = user(9)
+    asn, org = HOME_ISPS[9 % 3]
+    rows = ordinary_day(TODAY, 9) + [ev(TODAY + pd.Timedelta(hours=8, minutes=30), victim, "100.9.1.1", asn, org,
+                                        action="suspicious_login", outcome="warning", suspicious=True,
+                                        reasons="suspicious_login")]
+    scores = score_day(hist, rows)
+    assert actor_score(scores, victim) < 0.5
+    # weighed, not ignored: with a rare new network it adds to the story
+    plain = actor_score(score_day(hist, phished(victim, TODAY + pd.Timedelta(hours=9), oauth="", downloads=0)), victim)
+    flagged_rows = phished(victim, TODAY + pd.Timedelta(hours=9), oauth="", downloads=0)
+    flagged_rows[0]["vendor_suspicious"] = True
+    assert actor_score(score_day(hist, flagged_rows), victim) > plain
+
+
+def test_empty_day_gives_empty_frame(hist):
+    scorer = RiskScorer().fit(hist)
+    out = scorer.score_samples(hist.iloc[0:0], profile_scores=None, learning=None)
+    assert out.empty and "score" in out.columns

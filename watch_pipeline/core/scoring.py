@@ -1,0 +1,446 @@
+"""The default risk scorer: per-user novelty read in the light of organisation context, one story per network.
+
+An account takeover rarely shows as one odd value. It shows as a *story*: the account is used from a network the
+user does not know, which few colleagues use, by a device the user never had, and that device then grants a rare
+OAuth app or downloads a pile of files. Benign novelty tells a different story: on a business trip, in a café or
+through a new VPN the user's *own* devices show up on the new network ("vouched"), or the network is one many
+colleagues use (carriers, the corporate VPN).
+
+So :class:`RiskScorer` groups a day's events per (actor, network) and adds evidence in log-odds points:
+
+* network unfamiliar to the user (seen on at most one earlier day), rare in the organisation, new country;
+* not vouched by a device the user has used on >= 2 earlier days, and devices new to the user on it;
+* strong signals: success from an IP failing for many accounts (spray / stuffing), rare OAuth grant, downloads by
+  the new device, a Slack session that jumps to a new IP and device, impossible travel (ignoring networks whose IPs
+  churn or whose users appear in many cities), activity in an hour bucket the user never works, vendor flags.
+
+``score = sigmoid(points - offset)``. While a user is learning, per-user novelty points are dropped, so only the
+organisation-level, physical and vendor signals can raise the score. Every point comes with a reason that carries
+its numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+SCORE_COLUMNS = ["event_id", "actor", "event_time", "ip", "score", "kinds", "reasons", "model_state", "context"]
+
+DEFAULT_CONFIG: dict = {
+    "offset": 4.0,  # points at which the score is 0.5
+    "min_score": 0.05,  # rows below are not returned
+    "familiar_days": 2,  # a network / device seen on >= this many earlier days is familiar
+    "vouch_days": 2,  # a device seen on >= this many earlier days vouches for a network
+    "rare_org_users": 2,  # a network used by at most this many other actors in the history window is rare
+    "common_org_share": 0.05,  # ... by at least this share of active actors is common
+    "rare_app_users": 2,  # an OAuth client granted by at most this many other actors is rare
+    "campaign_min_accounts": 5,  # an IP that failed for this many accounts today is a campaign IP
+    "download_actions": ("file_downloaded", "download", "file_download", "download_file", "export"),
+    "impossible_speed_kmh": 1000.0,
+    "impossible_min_km": 500.0,
+    "roaming_ips_per_user_day": 1.5,  # networks whose users get this many IPs a day churn (carriers, CGNAT)
+    "roaming_cities_per_user": 1.5,  # ... or whose users appear in this many cities
+    "roaming_away_share": 0.5,  # ... or whose users are mostly elsewhere (VPN / egress providers)
+    "weights": {
+        "new_network": 1.0,
+        "rare_in_org": 1.0,
+        "common_in_org": -1.5,
+        "new_country": 0.5,
+        "unvouched": 1.0,
+        "vouched": -2.5,
+        "new_device": 1.0,
+        "downloads": 1.0,  # >= 3 downloads by an unfamiliar device on the network
+        "mass_downloads": 1.5,  # >= 20
+        "rare_oauth": 2.0,
+        "campaign_success": 4.5,
+        "session_jump": 3.0,
+        "impossible_travel": 2.5,
+        "odd_hours": 1.0,
+        "vendor_flag": 1.0,
+        "forest": 0.5,
+    },
+}
+
+# per-user novelty: dropped while the user is learning
+NOVELTY_KINDS = {"new_network", "rare_in_org", "new_country", "unvouched", "new_device", "downloads",
+                 "mass_downloads", "odd_hours", "common_in_org", "vouched", "forest"}
+EARTH_RADIUS_KM = 6371.0
+
+
+def _text(frame: pd.DataFrame, col: str) -> pd.Series:
+    if col not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    s = frame[col]
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        num = pd.to_numeric(s, errors="coerce")
+        return num.map(lambda v: "" if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v))).astype(object)
+    return s.astype(object).where(s.notna(), "").astype(str).str.strip()
+
+
+def network_key(events: pd.DataFrame) -> pd.Series:
+    """The network of each event: ASN number, else ASN organisation, else the IP."""
+    asn, org, ip = _text(events, "asn"), _text(events, "asn_org"), _text(events, "ip")
+    return asn.where(asn != "", org.where(org != "", ip))
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def _merge_config(config: dict | None) -> dict:
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    cfg["weights"] = {**DEFAULT_CONFIG["weights"], **((config or {}).get("weights") or {})}
+    return cfg
+
+
+class RiskScorer:
+    """Scores one day of events for account takeover (sklearn style: ``fit`` on history, ``score_samples``)."""
+
+    def __init__(self, config: dict | None = None):
+        self.config = config
+        self.cfg_ = _merge_config(config)
+        self.networks_ = pd.DataFrame(columns=["network", "users", "roaming", "asn_org"]).set_index("network")
+        self.apps_ = pd.Series(dtype="int64")
+        self.active_users_ = 0
+
+    # -- organisation context --------------------------------------------------------------------------------------
+
+    def fit(self, history_events: pd.DataFrame | None) -> "RiskScorer":
+        """Learn organisation context from the history window: users per network and OAuth app, roaming networks."""
+        cfg = self.cfg_
+        if history_events is None or len(history_events) == 0:
+            return self
+        h = history_events[history_events["actor"].notna()].copy()
+        h["network"] = network_key(h)
+        h = h[h["network"] != ""]
+        self.active_users_ = int(h["actor"].nunique())
+        h["day"] = pd.to_datetime(h["event_time"]).dt.normalize()
+        h["city"] = _text(h, "geo_city")
+        h["ipx"] = _text(h, "ip")
+        users = h.groupby("network")["actor"].nunique()
+        ips_per_user_day = h.groupby(["network", "actor", "day"])["ipx"].nunique().groupby("network").mean()
+        located = h[h["city"] != ""]
+        cities_per_user = located.groupby(["network", "actor"])["city"].nunique().groupby("network").mean()
+        # VPN / egress: most of the network's users live somewhere else (their most frequent city differs)
+        home = located.groupby("actor")["city"].agg(lambda s: s.value_counts().index[0])
+        pairs = located[["network", "actor", "city"]].drop_duplicates(["network", "actor"])
+        pairs = pairs.assign(away=pairs["city"].to_numpy() != pairs["actor"].map(home).to_numpy())
+        away_share = pairs.groupby("network")["away"].mean()
+        nets = pd.DataFrame({"users": users})
+        nets["ips_per_user_day"] = ips_per_user_day.reindex(nets.index).fillna(1.0)
+        nets["cities_per_user"] = cities_per_user.reindex(nets.index).fillna(1.0)
+        nets["away_share"] = away_share.reindex(nets.index).fillna(0.0)
+        nets["roaming"] = (
+            (nets["ips_per_user_day"] >= cfg["roaming_ips_per_user_day"])
+            | (nets["cities_per_user"] >= cfg["roaming_cities_per_user"])
+            | ((nets["away_share"] >= cfg["roaming_away_share"]) & (nets["users"] >= 2))
+        )
+        nets["asn_org"] = h.groupby("network")["asn_org"].first().reindex(nets.index) if "asn_org" in h else ""
+        self.networks_ = nets
+        apps = h[_text(h, "oauth_client") != ""]
+        self.apps_ = apps.groupby(_text(apps, "oauth_client"))["actor"].nunique() if len(apps) else pd.Series(dtype="int64")
+        return self
+
+    # -- scoring ---------------------------------------------------------------------------------------------------
+
+    def score_samples(
+        self,
+        events_day: pd.DataFrame,
+        *,
+        profile_scores: pd.DataFrame,
+        learning: pd.DataFrame | None,
+        peaks: pd.DataFrame | None = None,
+        forest_scores: pd.DataFrame | None = None,
+        previous_events: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """One row per risky event (score >= min_score): SCORE_COLUMNS."""
+        cfg, w = self.cfg_, self.cfg_["weights"]
+        if events_day is None or len(events_day) == 0:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORE_COLUMNS})
+        ev = events_day[events_day["actor"].notna()].copy()
+        ev["event_time"] = pd.to_datetime(ev["event_time"]).astype("datetime64[ns]")
+        ev = ev.sort_values(["event_time", "event_id"], kind="stable").reset_index(drop=True)
+        ev["event_id"] = ev["event_id"].astype(str)
+        ev["network"] = network_key(ev)
+        ev["device"] = _text(ev, "ua_device_key")
+        ev["device"] = ev["device"].where(~ev["device"].isin(["", "Other|Other|Other"]), "")
+        ev["action_l"] = _text(ev, "action").str.lower()
+        ev["outcome_s"] = _text(ev, "outcome")
+
+        prior = _prior_days(profile_scores, ev)
+        for f in ("asn", "asn_org", "ua_device_key", "geo_country", "hour_bucket", "session_id"):
+            ev[f"prior_{f}"] = prior.get(f, pd.Series(np.nan, index=ev.index))
+        # the network's familiarity: by ASN, else by organisation
+        ev["net_days"] = ev["prior_asn"].where(ev["prior_asn"].notna(), ev["prior_asn_org"])
+
+        state = {}
+        if learning is not None and len(learning):
+            state = dict(zip(learning["actor"].astype(str), learning["state"].astype(str)))
+        ev["model_state"] = ev["actor"].map(lambda a: state.get(a, "learning"))
+
+        campaign_ips, campaign_actors, campaign_reason = _campaigns(ev, peaks, cfg)
+        jumps = _session_jumps(ev, previous_events)
+        travel = _impossible_travel(ev, previous_events, self.networks_, cfg)
+
+        rows = []
+        for (actor, net), g in ev.groupby(["actor", "network"], sort=False):
+            story = self._story(actor, net, g, ev, campaign_ips, campaign_actors, campaign_reason, jumps, travel,
+                                forest_scores)
+            if story is None:
+                continue
+            points, kinds, reasons, evidence = story
+            established = g["model_state"].iloc[0] == "established"
+            if not established:
+                keep = [i for i, k in enumerate(kinds) if k not in NOVELTY_KINDS]
+                points = [points[i] for i in keep]
+                kinds = [kinds[i] for i in keep]
+                reasons = [reasons[i] for i in keep]
+            if not kinds:
+                continue
+            total = float(sum(points))
+            score = 1.0 / (1.0 + math.exp(-(total - cfg["offset"])))
+            if score < cfg["min_score"]:
+                continue
+            shown = [r for p, r in sorted(zip(points, reasons), key=lambda x: -x[0]) if p > 0 and r]
+            first = g.iloc[0]
+            context = {
+                "country": _s(first.get("geo_country")), "city": _s(first.get("geo_city")),
+                "asn": _s(first.get("asn")), "asn_org": _s(first.get("asn_org")),
+                "ua_browser": _s(g["ua_browser"].replace("", np.nan).dropna().iloc[0]) if "ua_browser" in g and
+                g["ua_browser"].replace("", np.nan).notna().any() else "",
+                "ua_os": _s(g["ua_os"].replace("", np.nan).dropna().iloc[0]) if "ua_os" in g and
+                g["ua_os"].replace("", np.nan).notna().any() else "",
+                "points": round(total, 2),
+            }
+            pos_kinds = [k for p, k in zip(points, kinds) if p > 0]
+            sel = g.loc[g["event_id"].isin(evidence)] if evidence is not None else g
+            for r in sel.itertuples(index=False):
+                rows.append({
+                    "event_id": r.event_id, "actor": actor, "event_time": r.event_time, "ip": _s(r.ip),
+                    "score": round(score, 4), "kinds": ",".join(dict.fromkeys(pos_kinds)),
+                    "reasons": json.dumps(shown), "model_state": "established" if established else "learning",
+                    "context": json.dumps(context),
+                })
+        if not rows:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORE_COLUMNS})
+        out = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+        out["event_time"] = out["event_time"].astype("datetime64[ns]")
+        return out
+
+    def _story(self, actor, net, g, ev, campaign_ips, campaign_actors, campaign_reason, jumps, travel, forest):
+        """(points, kinds, reasons, evidence event ids | None) of one actor on one network for the day."""
+        cfg, w = self.cfg_, self.cfg_["weights"]
+        active = g[g["outcome_s"] != "failure"]
+        if active.empty:  # failures alone are the org-level detectors' business (spray / stuffing peaks)
+            return None
+        points, kinds, reasons = [], [], []
+
+        def add(kind, reason):
+            points.append(w[kind])
+            kinds.append(kind)
+            reasons.append(reason)
+
+        first = g.iloc[0]
+        org = _s(first.get("asn_org"))
+        asn = _s(first.get("asn"))
+        country = _s(first.get("geo_country"))
+        label = f"AS{asn} ({org})" if asn else (org or _s(first.get("ip")))
+        where = f" in {country}" if country else ""
+        net_days = g["net_days"].iloc[0]
+        familiar = pd.notna(net_days) and net_days >= cfg["familiar_days"]
+        if not familiar:
+            add("new_network", f"activity from {label}{where}: seen for this user on {int(net_days or 0)} earlier "
+                "day(s)")
+            users = int(self.networks_["users"].get(net, 0)) if len(self.networks_) else 0
+            others = max(0, users - int(pd.notna(net_days) and net_days > 0))  # the user may be among them
+            if self.active_users_:
+                if others <= cfg["rare_org_users"]:
+                    add("rare_in_org", f"{others} of {self.active_users_} colleagues used {label} in the history window")
+                elif others >= cfg["common_org_share"] * self.active_users_:
+                    add("common_in_org", f"{others} of {self.active_users_} colleagues use {label}")
+            cdays = g["prior_geo_country"].iloc[0]
+            if country and (pd.isna(cdays) or cdays == 0):
+                add("new_country", f"country {country} never seen for this user")
+            dev = g[g["device"] != ""]
+            vouching = dev[dev["prior_ua_device_key"].fillna(0) >= cfg["vouch_days"]]
+            if len(vouching):
+                add("vouched", f"the user's own device {vouching['device'].iloc[0]} is on this network too")
+            else:
+                add("unvouched", "none of the user's known devices used this network")
+            new_dev = dev[dev["prior_ua_device_key"].fillna(0) < cfg["familiar_days"]]
+            if len(new_dev):
+                names = ", ".join(new_dev["device"].drop_duplicates().head(2))
+                add("new_device", f"device {names} new for this user")
+                dl = new_dev[new_dev["action_l"].isin(cfg["download_actions"])]
+                if len(dl) >= 20:
+                    add("mass_downloads", f"{len(dl)} downloads by the new device")
+                elif len(dl) >= 3:
+                    add("downloads", f"{len(dl)} downloads by the new device")
+            hours = g[(g["prior_hour_bucket"].fillna(0) == 0)]
+            if len(hours):
+                h = int(hours["event_time"].iloc[0].hour)
+                add("odd_hours", f"active at {h:02d}h UTC, an hour bucket never seen for this user")
+            # rare OAuth grants on the unfamiliar network
+            grants = g[(_text(g, "oauth_client") != "")]
+            for app in grants["oauth_client"].astype(str).drop_duplicates():
+                n_users = int(self.apps_.get(app, 0)) if len(self.apps_) else 0
+                if n_users <= cfg["rare_app_users"] and (len(self.apps_) or self.active_users_):
+                    add("rare_oauth", f"OAuth grant to '{app}' ({n_users} colleagues granted it) from {label}")
+                    break
+        # org-level / physical / vendor signals, on any network
+        ok = g[(g["outcome_s"] == "success") & g["ip"].astype(str).isin(campaign_ips)]
+        if len(ok) or (actor in campaign_actors and not familiar and len(active)):
+            ip = ok["ip"].iloc[0] if len(ok) else _s(first.get("ip"))
+            add("campaign_success", f"successful sign-in from {ip}: {campaign_reason.get(ip, 'an IP in a failing-login campaign')}")
+        j = g[g["event_id"].isin(jumps)]
+        if len(j):
+            add("session_jump", jumps[j["event_id"].iloc[0]])
+        t = g[g["event_id"].isin(travel)]
+        if len(t) and not familiar:
+            add("impossible_travel", travel[t["event_id"].iloc[0]])
+        vend = g[g.get("vendor_suspicious", pd.Series(False, index=g.index)).fillna(False).astype(bool)]
+        if len(vend):
+            why = _s(vend["vendor_reasons"].iloc[0]) if "vendor_reasons" in vend else ""
+            add("vendor_flag", f"vendor flagged the activity{': ' + why if why else ''} ({len(vend)} event(s))")
+        if forest is not None and len(forest) and "event_id" in forest:
+            flagged = forest[forest.get("anomalous", pd.Series(True, index=forest.index)).astype(bool)]
+            if g["event_id"].isin(flagged["event_id"].astype(str)).any():
+                add("forest", "the user's isolation forest finds these events unusual")
+        if not any(p > 0 for p in points):
+            return None
+        return points, kinds, reasons, None
+
+
+def _s(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _prior_days(profile_scores: pd.DataFrame | None, ev: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per field: for each event, on how many earlier days the user had the event's value (NaN: no value)."""
+    out: dict[str, pd.Series] = {}
+    if profile_scores is None or len(profile_scores) == 0:
+        return out
+    ps = profile_scores[profile_scores["event_id"].astype(str).isin(set(ev["event_id"]))].copy()
+    ps["event_id"] = ps["event_id"].astype(str)
+    ps = ps.sort_values(["event_time", "event_id"], kind="stable")
+    # days_seen at the value's first row of the day counts earlier days only
+    first_of_day = ps.groupby(["actor", "field", "value"], sort=False)["days_seen"].transform("first")
+    ps["prior"] = first_of_day.astype(float)
+    pos = pd.Series(ev.index, index=ev["event_id"])
+    for field, rows in ps.groupby("field", sort=False):
+        rows = rows.drop_duplicates("event_id")
+        idx = pos.reindex(rows["event_id"]).to_numpy()
+        s = pd.Series(np.nan, index=ev.index)
+        keep = ~pd.isna(idx)
+        s.loc[idx[keep].astype(int)] = rows["prior"].to_numpy()[keep]
+        out[str(field)] = s
+    return out
+
+
+def _campaigns(ev: pd.DataFrame, peaks: pd.DataFrame | None, cfg: dict):
+    """IPs failing for many accounts today (from the events and the spray / stuffing peaks), actors the peaks name."""
+    ips: set[str] = set()
+    reason: dict[str, str] = {}
+    actors: set[str] = set()
+    fails = ev[ev["outcome_s"] == "failure"]
+    if len(fails):
+        per_ip = fails.groupby(fails["ip"].astype(str))
+        accounts = per_ip["actor"].nunique()
+        for ip, n in accounts[accounts >= cfg["campaign_min_accounts"]].items():
+            f = per_ip.get_group(ip)
+            span = (f["event_time"].max() - f["event_time"].min()).total_seconds() / 60
+            ips.add(ip)
+            reason[ip] = f"{n} accounts failed from {ip} in {span:.0f} min today"
+    if peaks is not None and len(peaks) and "kind" in peaks:
+        for p in peaks[peaks["kind"].isin(["password_spray", "credential_stuffing"])].itertuples(index=False):
+            try:
+                top_ips = [x[0] for x in json.loads(p.top_ips or "[]")]
+            except (TypeError, ValueError):
+                top_ips = []
+            for ip in top_ips:
+                ips.add(str(ip))
+                reason.setdefault(str(ip), f"{p.kind.replace('_', ' ')}: {p.reason}")
+            if p.kind == "credential_stuffing" and p.actor and p.actor != "*":
+                actors.update(a for a in str(p.actor).split(",") if a)
+    return ips, actors, reason
+
+
+def _session_jumps(ev: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str, str]:
+    """event_id -> reason, for Slack session ids that move to a new network *and* a new device mid-session."""
+    cols = ["event_id", "actor", "event_time", "session_id", "network", "device", "ip"]
+    today = ev.assign(session_id=_text(ev, "session_id"))[cols]
+    frames = [today]
+    live = set(today["session_id"]) - {""}
+    if not live:
+        return {}
+    if previous is not None and len(previous):
+        p = previous[_text(previous, "session_id").isin(live)].copy()
+        p["network"] = network_key(p)
+        p["device"] = _text(p, "ua_device_key")
+        p["session_id"] = _text(p, "session_id")
+        p["event_id"] = p["event_id"].astype(str)
+        p["event_time"] = pd.to_datetime(p["event_time"]).astype("datetime64[ns]")
+        frames.insert(0, p[cols])
+    allv = pd.concat(frames, ignore_index=True)
+    allv = allv[(allv["session_id"] != "") & (allv["device"] != "")].sort_values(["event_time", "event_id"], kind="stable")
+    out: dict[str, str] = {}
+    today_ids = set(today["event_id"])
+    for (actor, sid), s in allv.groupby(["actor", "session_id"], sort=False):
+        if s["network"].nunique() < 2 and s["device"].nunique() < 2:
+            continue
+        origin = s.iloc[0]
+        seen_nets, seen_devs = {origin["network"]}, {origin["device"]}
+        for r in s.iloc[1:].itertuples(index=False):
+            if r.network not in seen_nets and r.device not in seen_devs and r.event_id in today_ids:
+                out[r.event_id] = (f"Slack session {sid} started on {origin['device']} at {origin['ip']} "
+                                   f"({origin['event_time']:%Y-%m-%d %H:%M}) jumped to {r.device} at {r.ip}")
+    return out
+
+
+def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks: pd.DataFrame, cfg: dict) -> dict[str, str]:
+    """event_id -> reason, for events too far from the user's previous located event to have travelled there."""
+    cols = ["event_id", "actor", "event_time", "network", "geo_lat", "geo_lon", "geo_city", "geo_country", "ip"]
+    frames = []
+    for f in ([previous] if previous is not None and len(previous) else []) + [ev]:
+        f = f.copy()
+        f["network"] = network_key(f)
+        for c in cols:
+            if c not in f:
+                f[c] = np.nan
+        f["event_id"] = f["event_id"].astype(str)
+        f["event_time"] = pd.to_datetime(f["event_time"]).astype("datetime64[ns]")
+        frames.append(f[cols + (["ip_internal"] if "ip_internal" in f else [])])
+    allv = pd.concat(frames, ignore_index=True).drop_duplicates("event_id")
+    allv = allv[allv["geo_lat"].notna() & allv["geo_lon"].notna()]
+    if "ip_internal" in allv:
+        allv = allv[~allv["ip_internal"].fillna(False).astype(bool)]
+    if len(networks):
+        roaming = set(networks.index[networks["roaming"].astype(bool)])
+        allv = allv[~allv["network"].isin(roaming)]
+    allv = allv.sort_values(["actor", "event_time", "event_id"], kind="stable")
+    prev = allv.groupby("actor", sort=False).shift()
+    km = haversine_km(prev["geo_lat"], prev["geo_lon"], allv["geo_lat"], allv["geo_lon"])
+    hours = (allv["event_time"] - prev["event_time"]).dt.total_seconds().to_numpy() / 3600.0
+    speed = km / np.maximum(hours, 1.0 / 60)
+    hit = (km >= cfg["impossible_min_km"]) & (speed >= cfg["impossible_speed_kmh"]) & (prev["network"] != allv["network"]).to_numpy()
+    today_ids = set(ev["event_id"].astype(str))
+    out = {}
+    for i in np.flatnonzero(np.asarray(hit)):
+        r, p = allv.iloc[i], prev.iloc[i]
+        if r["event_id"] not in today_ids:
+            continue
+        out[r["event_id"]] = (
+            f"{km[i]:,.0f} km from {_s(p['geo_city']) or _s(p['geo_country'])} ({_s(p['ip'])}) to "
+            f"{_s(r['geo_city']) or _s(r['geo_country'])} ({_s(r['ip'])}) in {hours[i] * 60:.0f} min "
+            f"({speed[i]:,.0f} km/h)"
+        )
+    return out
