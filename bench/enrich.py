@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--ips", type=int, default=100_000)
     ap.add_argument("--networks", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs (best is reported: the host may be busy)")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "watch-pipeline-bench"))
     args = ap.parse_args()
 
@@ -172,18 +173,24 @@ def main() -> None:
           f"{events['user_agent'].nunique():,} distinct UAs, {events['actor_raw'].nunique():,} distinct actors; "
           f"busiest IP has {events['ip'].value_counts().iloc[0]:,} events; {os.cpu_count()} CPUs")
 
-    mapper = IdentityMapper(user_domain="example.com", user_map={"user1@example.com": "alias1@example.com"})
     useragent._parser()  # compile uap-core's regexes once per process (~0.3 s), not part of the throughput
-    with GeoIPLookup(city, asn) as geo:
-        load0 = os.getloadavg()[0]
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = enrich_events(events, geo, mapper)
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    best_wall = best_cpu = float("inf")
+    for run in range(args.repeat):
+        useragent.parse_one.cache_clear()  # every run parses its user agents from scratch
+        with GeoIPLookup(city, asn) as geo:
+            load0 = os.getloadavg()[0]
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = enrich_events(events, geo, IdentityMapper(user_domain="example.com",
+                                                               user_map={"user1@example.com": "alias1@example.com"}))
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        best_wall, best_cpu = min(best_wall, elapsed), min(best_cpu, cpu)
+        print(f"run {run + 1}: {elapsed:.2f} s wall ({len(events) / elapsed:,.0f} events/s), {cpu:.2f} s CPU "
+              f"({len(events) / cpu:,.0f} events/CPU-s); load average before: {load0:.1f}")
     s = result.stats
     print(f"geo: {s['geo_found']:,} found, {s['geo_not_found']:,} not found, {s['ip_internal']:,} internal, "
           f"{s['ip_malformed']:,} malformed; unresolved identities {s['unresolved_identities']}")
-    print(f"enrich_events: {elapsed:.2f} s wall -> {len(events) / elapsed:,.0f} events/s (target >= 150,000); "
-          f"{cpu:.2f} s CPU -> {len(events) / cpu:,.0f} events/CPU-s; load average before: {load0:.1f}")
+    print(f"enrich_events best of {args.repeat}: {len(events) / best_wall:,.0f} events/s wall, "
+          f"{len(events) / best_cpu:,.0f} events/CPU-s (target >= 150,000 events/s)")
 
 
 if __name__ == "__main__":

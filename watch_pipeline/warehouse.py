@@ -218,13 +218,23 @@ class DuckDBWarehouse(Warehouse):
 
 
 class PostgresWarehouse(Warehouse):
+    """PostgreSQL through psycopg2: COPY for bulk inserts, frames typed the way DuckDB's ``.df()`` types them."""
+
     dialect = "postgres"
+
+    # Type OIDs of the result columns that need converting (the others come back as Python objects pandas keeps).
+    _DATETIME_OIDS = {1082, 1114, 1184}  # date, timestamp, timestamptz
+    _INT_OIDS = {20, 21, 23}  # int8, int2, int4
+    _FLOAT_OIDS = {700, 701, 1700}  # float4, float8, numeric (SUM/AVG of integers)
+    _BOOL_OID, _BYTEA_OID = 16, 17
 
     def __init__(self, url: str):
         import psycopg2
 
         self.url = url
-        self._con = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+        # SQLAlchemy-style URLs (postgresql+psycopg2://, as in dagster.yaml) are accepted too.
+        dsn = url.replace("postgresql+psycopg2://", "postgresql://", 1).replace("postgres://", "postgresql://", 1)
+        self._con = psycopg2.connect(dsn, application_name="watch-pipeline")
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
@@ -242,35 +252,81 @@ class PostgresWarehouse(Warehouse):
                 cur.close()
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any] | None = None) -> None:
-        sql = sql.replace("TEMP TABLE IF NOT EXISTS", "TEMP TABLE IF NOT EXISTS")
-        cur.execute(sql, list(params) if params is not None else None)
+        cur.execute(self._sql(sql, params), list(params) if params else None)
+
+    @staticmethod
+    def _sql(sql: str, params: Sequence[Any] | None) -> str:
+        # psycopg2 reads every "%" as a placeholder when parameters are passed (e.g. LIKE 'a%'), and "?" is DuckDB's.
+        if not params:
+            return sql
+        if "?" in sql and "%s" not in sql:
+            sql = sql.replace("%", "%%").replace("?", "%s")
+        return sql
 
     def _insert_frame(self, cur: Any, table: str, df: pd.DataFrame) -> None:
         # COPY is an order of magnitude faster than INSERT for the event volumes we land.
         buf = io.StringIO()
-        out = df.copy()
-        for c in out.columns:
-            if out[c].dtype == bool or str(out[c].dtype) == "boolean":
-                out[c] = out[c].map({True: "t", False: "f"})
-        out.to_csv(buf, index=False, header=False, na_rep="\\N")
+        self._copy_ready(df).to_csv(buf, index=False, header=False, na_rep="\\N", date_format="%Y-%m-%d %H:%M:%S.%f")
         buf.seek(0)
         cols = ", ".join(f'"{c}"' for c in df.columns)
-        cur.copy_expert(f'COPY "{table}" ({cols}) FROM STDIN WITH (FORMAT csv, NULL \'\\N\')', buf)
+        cur.copy_expert(f"COPY \"{table}\" ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
+
+    @staticmethod
+    def _copy_ready(df: pd.DataFrame) -> pd.DataFrame:
+        """The frame with values COPY's CSV format reads back as they were: booleans as t/f, bytes as \\x hex."""
+        out = df.copy()
+        for c in out.columns:
+            s = out[c]
+            if s.dtype == bool or str(s.dtype) == "boolean":
+                out[c] = s.map({True: "t", False: "f"}).astype(object)
+            elif s.dtype == object:
+                out[c] = s.map(_copy_value)
+        return out
 
     def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         with self._lock:
             cur = self._con.cursor()
             try:
-                cur.execute(sql, list(params) if params is not None else None)
-                cols = [d[0] for d in cur.description] if cur.description else []
-                rows = cur.fetchall() if cur.description else []
+                cur.execute(self._sql(sql, params), list(params) if params else None)
+                description = cur.description or []
+                rows = cur.fetchall() if description else []
                 self._con.commit()
-                return pd.DataFrame.from_records(rows, columns=cols)
+            except BaseException:
+                self._con.rollback()
+                raise
             finally:
                 cur.close()
+        cols = [d[0] for d in description]
+        df = pd.DataFrame.from_records(rows, columns=cols) if rows else pd.DataFrame({c: [] for c in cols})
+        for i, d in enumerate(description):
+            df.isetitem(i, self._typed(df.iloc[:, i], d[1]))
+        return df
+
+    def _typed(self, s: pd.Series, oid: int) -> pd.Series:
+        """A result column typed like DuckDB's `.df()` would type it, so assets see the same frames on both."""
+        if oid in self._DATETIME_OIDS:
+            out = pd.to_datetime(s, utc=(oid == 1184))
+            return out.dt.tz_localize(None) if oid == 1184 else out
+        if oid in self._INT_OIDS:
+            return s.astype("Int64") if s.isna().any() else s.astype("int64")
+        if oid in self._FLOAT_OIDS:
+            return pd.to_numeric(s, errors="coerce").astype("float64")
+        if oid == self._BOOL_OID:
+            return s.astype("boolean") if s.isna().any() else s.astype(bool)
+        if oid == self._BYTEA_OID:
+            return s.map(lambda v: bytes(v) if v is not None else None).astype(object)
+        return s
 
     def close(self) -> None:
         self._con.close()
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return value
 
 
 def open_warehouse(url: str | None = None, path: str | Path | None = None) -> Warehouse:

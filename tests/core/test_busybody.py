@@ -20,9 +20,9 @@ from watch_pipeline.core.busybody import (
 )
 
 CHROME_WIN = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/61.0.3163.100 Safari/537.36"
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/61.0.3163.100 Safari/537.36"
 )
-MAC_SAFARI = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15"
 T0 = pd.Timestamp("2026-03-02 08:00:00")
 
 
@@ -151,7 +151,8 @@ def test_fixed_features_use_training_vocabulary_and_unseen_flags():
 
 
 def test_empty_vocabulary_and_missing_coordinates_do_not_crash():
-    ev = pd.DataFrame([_login(i, asn_org="", user_agent="", login_type="", geo_lat=None, geo_lon=None) for i in range(3)])
+    blank = {"asn_org": "", "user_agent": "", "login_type": "", "geo_lat": None, "geo_lon": None}
+    ev = pd.DataFrame([_login(i, **blank) for i in range(3)])
     for faithful in (True, False):
         X = BusybodyFeatures(faithful=faithful).fit_transform(ev)
         assert X.shape[0] == 3 and np.isfinite(X).all()
@@ -249,13 +250,14 @@ def _org() -> pd.DataFrame:
 
 def test_parallel_fit_equals_serial_fit():
     events = _org()
-    serial = fit_user_models(events, history_limit_days=60, n_jobs=1)
-    parallel = fit_user_models(events, history_limit_days=60, n_jobs=2)
+    serial = fit_user_models(events, history_limit_days=60, n_jobs=1, n_estimators=25)
+    parallel = fit_user_models(events, history_limit_days=60, n_jobs=2, n_estimators=25)
     assert sorted(serial) == sorted(parallel) == [f"user{u}@example.com" for u in range(4)]
     for actor, model in serial.items():
         probe = events[events["actor"] == actor]
         np.testing.assert_array_equal(model.score_samples(probe), parallel[actor].score_samples(probe))
         assert model.threshold_ == parallel[actor].threshold_
+        assert model.forest_.n_estimators == 25 and model.forest_.n_jobs == 1
 
 
 def test_history_limit_window():

@@ -193,7 +193,8 @@ def test_numeric_asn_and_hour_bucket_values():
         ]
     )
     scores = ActorProfiles(fields=["asn", "hour_bucket"], hour_bucket_hours=4).score_samples(ev)
-    assert set(zip(scores["field"], scores["value"])) == {("asn", "64500"), ("hour_bucket", "08h"), ("hour_bucket", "20h")}
+    values = set(zip(scores["field"], scores["value"]))
+    assert values == {("asn", "64500"), ("hour_bucket", "08h"), ("hour_bucket", "20h")}
 
 
 def test_decay_halves_counts_every_half_life():
@@ -209,7 +210,7 @@ def test_decay_halves_counts_every_half_life():
     assert last["count"] == pytest.approx(0.25)  # seen 4 days (two half-lives) earlier
     assert last["total"] == pytest.approx(0.5)
     assert last["events_seen"] == 1 and not last["first_seen"]
-    assert last["days_since_last_seen"] == pytest.approx((pd.Timedelta(days=3, hours=14, minutes=30)) / pd.Timedelta(days=1))
+    assert last["days_since_last_seen"] == pytest.approx(3 + 14.5 / 24)
 
 
 def _random_events(n: int, seed: int, days: int = 12) -> pd.DataFrame:
@@ -331,6 +332,17 @@ def test_long_history_with_short_half_life_stays_finite():
     assert np.isfinite(profiles.to_frame()["count"]).all()
     want = _reference_scores(ev, ["geo_country"], half_life=0.5)
     np.testing.assert_allclose(scores["count"], want["count"], rtol=1e-9, atol=1e-12)
+
+
+def test_long_gap_after_stored_state_stays_finite():
+    old = _events([{"event_time": T0, "geo_country": "US"}])
+    later = _events([{"event_time": T0 + pd.Timedelta(days=2000), "geo_country": "US"}]).assign(event_id="late")
+    profiles = ActorProfiles(fields=["geo_country"], half_life_days=0.5).fit(old)
+    scores = profiles.score_and_update(later)
+    assert not scores["first_seen"].iloc[0] and scores["count"].iloc[0] == 0.0  # forgotten weight, still known
+    assert scores["days_since_last_seen"].iloc[0] == pytest.approx(2000)
+    state = profiles.to_frame()
+    assert np.isfinite(state["count"]).all() and state["count"].iloc[-1] == pytest.approx(1.0)
 
 
 def test_learning_state():

@@ -13,7 +13,7 @@ from watch_pipeline.core.enrich import enrich_events
 from watch_pipeline.core.geo import GeoIPLookup
 from watch_pipeline.core.identity import IdentityMapper
 from watch_pipeline.core.normalize import normalise
-from watch_pipeline.core.schema import SOURCE_SLACK_ACCESS, SOURCE_SLACK_AUDIT
+from watch_pipeline.core.schema import SOURCE_SLACK_AUDIT
 from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
@@ -99,7 +99,7 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
         "raw": len(raw_g) + len(raw_a) + len(raw_x),
         "stats": enriched.stats,
         "frame": events,
-        "unresolved": [a for a in events.loc[events["source"] == SOURCE_SLACK_ACCESS, "actor"] if "@" not in str(a)] if len(events) else [],
+        "unresolved": list(enriched.stats.get("unresolved_sample") or []),
     }
 
 
@@ -135,7 +135,7 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sett
             last = r["frame"]
         unresolved.update(r["unresolved"])
         for k, v in (r["stats"] or {}).items():
-            if isinstance(v, (int, float)):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
                 geo_stats[k] = geo_stats.get(k, 0) + v
         context.log.info(f"events {day}: {r['events']:,} events, {r['quarantined']:,} quarantined ({n}/{len(days)})")
     share = totals["quarantined"] / max(1, totals["events"] + totals["quarantined"])

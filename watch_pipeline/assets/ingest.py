@@ -1,7 +1,8 @@
 """Landing: the raw_* tables, one asset per source, fed by the archive reader and the live pollers.
 
-What the APIs returned is kept verbatim with its dedupe key. A partition's rows are replaced whole (delete the day,
-insert), so re-materializing a day or a range gives the same tables. Records that cannot be landed go to quarantine.
+What the APIs returned is kept verbatim with its dedupe key. Landing is append-only and keyed: re-materializing a
+day or a range adds only records not landed before, so runs are idempotent and nothing a live poll landed is lost.
+Records that cannot be landed go to quarantine.
 """
 
 
@@ -111,22 +112,15 @@ def raw_landing(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         if RAW_KEYS[s] not in selected:
             continue
         frame = records_frame(records[s], [origins.get(r.record_key, "") for r in records[s]], now)
-        # Keep the first ingest time of a record that was landed before (re-runs must not move it).
-        if len(frame):
-            marks = ", ".join([wh.param()] * len(days))
-            earlier = wh.read_table(
-                RAW_TABLE[s], f"partition_date IN ({marks})", [pd.Timestamp(d).date() for d in days],
-                columns="record_key, ingest_time",
-            )
-            if len(earlier):
-                first = dict(zip(earlier["record_key"], earlier["ingest_time"]))
-                frame["ingest_time"] = [first.get(k, now) for k in frame["record_key"]]
-        written = wh.replace_partitions(RAW_TABLE[s], frame, days)
+        # Landing is append-only: a record already landed (by an earlier run or a live poll) keeps its row and its
+        # first ingest_time, and nothing is ever deleted. accessLogs state in particular cannot be fetched again.
+        written = wh.insert_new(RAW_TABLE[s], frame, "record_key")
         per_day = frame.groupby("partition_date").size().to_dict() if len(frame) else {}
         yield dg.MaterializeResult(
             asset_key=RAW_KEYS[s],
             metadata={
-                "rows": dg.MetadataValue.int(written),
+                "rows": dg.MetadataValue.int(len(frame)),
+                "new_rows": dg.MetadataValue.int(written),
                 "days": dg.MetadataValue.text(f"{days[0]} .. {days[-1]} ({len(days)})"),
                 "rows_per_day": count_table({str(k): int(v) for k, v in sorted(per_day.items())}, "day", "rows"),
                 "archive_files": dg.MetadataValue.int(files),

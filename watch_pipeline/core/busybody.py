@@ -127,7 +127,11 @@ class BusybodyFeatures:
         return np.column_stack(cols)
 
     def _matrix(self, events: pd.DataFrame, leave_one_out: bool) -> np.ndarray:
-        parts = [self._geo(events), self.asn_.transform(_text(events, "asn_org")), self.ua_.transform(self._ua_docs(events))]
+        parts = [
+            self._geo(events),
+            self.asn_.transform(_text(events, "asn_org")),
+            self.ua_.transform(self._ua_docs(events)),
+        ]
         if not self.faithful:
             parts.append(self._novelty(events, leave_one_out))
         return np.column_stack(parts) if len(events) else np.zeros((0, len(self.feature_names())))
@@ -153,8 +157,10 @@ class UserForest:
     unseen value (ASN organisation, UA device key, country). The penalty is needed because an isolation forest
     cannot isolate a point beyond the training range any better than the training edge, and a feature that is
     constant in training (a never-seen value) is never split on. ``threshold_`` is the ``threshold_quantile`` of the
-    training scores (unseen flags leave-one-out) minus ``margin``; ``predict`` gives -1 below it. With fewer than ``min_events`` events or ``min_days``
-    active days the model stays in ``state == 'learning'``: scores are NaN and nothing is predicted abnormal.
+    training scores (unseen flags leave-one-out) minus ``margin``; ``predict`` gives -1 below it.
+
+    With fewer than ``min_events`` events or ``min_days`` active days the model stays in ``state == 'learning'``:
+    scores are NaN and nothing is predicted abnormal (cold start).
     """
 
     def __init__(

@@ -89,20 +89,23 @@ def enrich_events(events: pd.DataFrame, geo: GeoIPLookup | None, identity: Ident
     codes, uniques = pd.factorize(ip, use_na_sentinel=True)
     table = geo_lookup.lookup_distinct(uniques)
     geo_cols = expand(table, codes, events.index)
-    malformed_codes = np.flatnonzero(np.isin(np.asarray(uniques, dtype=object),
-                                             np.asarray(geo_lookup.malformed, dtype=object)))
-    bad_ip = np.isin(codes, malformed_codes) if len(malformed_codes) else np.zeros(len(events), dtype=bool)
+    malformed_codes = geo_lookup.stats.malformed_positions
+    bad_ip = np.isin(codes, malformed_codes) if malformed_codes else np.zeros(len(events), dtype=bool)
 
     ua_cols = parse_user_agents(events["user_agent"])
+    ua_distinct = int(ua_cols.attrs.get("distinct", 0))
     actor, unresolved = canonical_actors(events, identity)
 
-    out = events.copy()
-    out["actor"] = actor
-    out = pd.concat([out, geo_cols, ua_cols], axis=1)[[c.name for c in schema.EVENT_COLUMNS]]
+    # assemble column by column: no copy of the (wide) input frame
+    columns = {name: events[name] for name in base_names}
+    columns["actor"] = actor
+    columns.update({name: geo_cols[name] for name in geo_cols.columns})
+    columns.update({name: ua_cols[name] for name in ua_cols.columns})
+    out = pd.DataFrame(columns, index=events.index, columns=[c.name for c in schema.EVENT_COLUMNS], copy=False)
 
     quarantined = events[bad_ip].copy()
     quarantined["reason"] = "malformed ip: " + _text(quarantined["ip"])
-    kept = out[~bad_ip]
+    kept = out[~bad_ip] if bad_ip.any() else out
 
     stats = {
         "events_in": len(events),
@@ -111,7 +114,7 @@ def enrich_events(events: pd.DataFrame, geo: GeoIPLookup | None, identity: Ident
         **geo_lookup.stats.as_dict(),
         "malformed_ip_events": int(bad_ip.sum()),
         "malformed_ip_values": geo_lookup.malformed[:UNRESOLVED_SAMPLE],
-        "ua_distinct": int(events["user_agent"].nunique(dropna=True)),
+        "ua_distinct": ua_distinct,
         "unresolved_identities": len(unresolved),
         "unresolved_sample": [str(u) for u in unresolved[:UNRESOLVED_SAMPLE]],
     }

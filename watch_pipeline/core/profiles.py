@@ -284,6 +284,8 @@ class ActorProfiles:
 
     def to_frame(self) -> pd.DataFrame:
         """The state: STATE_COLUMNS, ``count`` decayed to the day of ``as_of``; field '*' counts all events."""
+        # Sorted once and kept sorted (any row order is a valid state): repeated calls stay cheap.
+        self._state = self._state.sort_values(["actor", "field", "value"], kind="stable").reset_index(drop=True)
         return self._state.copy()
 
     @classmethod
@@ -355,7 +357,9 @@ class ActorProfiles:
         if len(ev) == 0:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORE_COLUMNS}), state
         days = _day_number(ev["event_time"])
-        ref = float(_day_number(state["as_of"].iloc[:1])[0]) if len(state) else days.min()
+        ref = days.min()
+        if len(state):
+            ref = max(ref, float(_day_number(state["as_of"].iloc[:1])[0]))
         limit = ref + _MAX_EXPONENT * self.half_life_days
         if days.max() > limit:  # very long history with a short half-life: process in consecutive windows
             head = days <= max(limit, days.min())
@@ -381,7 +385,10 @@ class ActorProfiles:
         s_first = state["first_seen"].to_numpy(dtype="datetime64[ns]")
         s_last = state["last_seen"].to_numpy(dtype="datetime64[ns]")
         if len(state):
-            ref = float(_day_number(state["as_of"].iloc[:1])[0])  # stored counts are as of this day
+            # Reference day: the state's day, or the batch's first day after a long gap (keeps 2**x finite).
+            state_day = float(_day_number(state["as_of"].iloc[:1])[0])
+            ref = max(state_day, float(day.min()))
+            s_count = s_count * np.exp2(-(ref - state_day) / h)  # stored counts, decayed to the reference day
             old_as_of = state["as_of"].iloc[0]
         else:
             ref, old_as_of = float(day.min()), pd.NaT
@@ -465,7 +472,9 @@ class ActorProfiles:
         in_state = at[first_row]
 
         batch_max = times.max()
-        new_as_of = pd.Timestamp(batch_max) if pd.isna(old_as_of) else max(pd.Timestamp(old_as_of), pd.Timestamp(batch_max))
+        new_as_of = pd.Timestamp(batch_max)
+        if not pd.isna(old_as_of):
+            new_as_of = max(pd.Timestamp(old_as_of), new_as_of)
         decay = float(np.exp2(-(float(_day_number(pd.Series([new_as_of]))[0]) - ref) / h))
 
         count = s_count.copy()
@@ -494,8 +503,7 @@ class ActorProfiles:
             }
         )
         new_state["as_of"] = np.datetime64(new_as_of.to_datetime64(), "ns")
-        new_state = new_state.sort_values(["actor", "field", "value"], kind="stable").reset_index(drop=True)
-        return scores, new_state
+        return scores, new_state  # unsorted: sorting a large state on every batch costs more than the update
 
 
 def _take(values: np.ndarray, positions: np.ndarray, fill) -> np.ndarray:
