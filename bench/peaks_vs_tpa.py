@@ -114,6 +114,8 @@ def ingest_day(path: Path, parquet: Path) -> None:
             SAMPLE: [r[SAMPLE] for r in recs],
         }
     )
+    for dim in DIMS:  # low-cardinality columns dictionary-encoded, as a columnar store keeps them
+        df[dim] = df[dim].astype("category")
     df.to_parquet(parquet, index=False)
 
 

@@ -54,7 +54,7 @@ def materialize_range(start: date, end: date, log_level: str = "INFO") -> bool:
     if end < start:
         raise SystemExit(f"--end {end} is before --start {start}")
     instance = dg.DagsterInstance.get()
-    job = defs.get_job_def("daily_pipeline")
+    job = defs.resolve_job_def("daily_pipeline")
     result = job.execute_in_process(
         instance=instance,
         tags={

@@ -100,7 +100,7 @@ def assert_same_tables(left: dict, right: dict, what: str) -> None:
     for table in left:
         assert left[table][0] == right[table][0], f"{what}: columns of {table} differ"
         assert len(left[table]) == len(right[table]), f"{what}: {table} has {len(left[table]) - 1} vs {len(right[table]) - 1} rows"
-        assert left[table] == right[table], f"{what}: rows of {table} differ"
+        assert left[table] == right[table], f"{what}: rows of {table} differ\n" + first_differences(left[table], right[table])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,3 +170,9 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     body = resp.json()
     assert "errors" not in body, body["errors"]
     return body["data"]
+
+
+def first_differences(left: list[tuple], right: list[tuple], n: int = 3) -> str:
+    """The first rows only one side has (for failure messages)."""
+    a, b = set(left[1:]), set(right[1:])
+    return f"columns {left[0]}\nonly left: {sorted(a - b, key=repr)[:n]}\nonly right: {sorted(b - a, key=repr)[:n]}"

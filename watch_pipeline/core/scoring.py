@@ -187,8 +187,20 @@ class RiskScorer:
         jumps = _session_jumps(ev, previous_events)
         travel = _impossible_travel(ev, previous_events, self.networks_, cfg)
 
+        # Only (actor, network) pairs with something to tell get a story: an established user on an unfamiliar
+        # network, or an org-level / physical / vendor signal (keeps a day of a large org fast).
+        special = (
+            ev["event_id"].isin(jumps.keys()) | ev["event_id"].isin(travel.keys())
+            | ((ev["outcome_s"] == "success") & ev["ip"].astype(str).isin(campaign_ips))
+            | ev["actor"].isin(campaign_actors)
+            | (ev["vendor_suspicious"].fillna(False).astype(bool) if "vendor_suspicious" in ev else False)
+        )
+        if forest_scores is not None and len(forest_scores) and "event_id" in forest_scores:
+            special |= ev["event_id"].isin(forest_scores["event_id"].astype(str))
+        unfamiliar = ~(ev["net_days"] >= cfg["familiar_days"]) & (ev["model_state"] == "established")
+        candidate = (special | unfamiliar).groupby([ev["actor"], ev["network"]]).transform("any")
         rows = []
-        for (actor, net), g in ev.groupby(["actor", "network"], sort=False):
+        for (actor, net), g in ev[candidate].groupby(["actor", "network"], sort=False):
             story = self._story(actor, net, g, ev, campaign_ips, campaign_actors, campaign_reason, jumps, travel,
                                 forest_scores)
             if story is None:

@@ -1,0 +1,34 @@
+import pytest
+
+from watch_pipeline.settings import EXAMPLE_SETTINGS, SettingsError, load_settings, parse_settings
+
+
+def test_example_settings_load_and_resolve_relative_paths():
+    s = load_settings(EXAMPLE_SETTINGS)
+    assert s.user_domain == "acme.example"
+    assert s.geoip.city_db.endswith("GeoIP2-City.mmdb") and s.geoip.city_db.startswith("/")
+    assert s.history_days == 60
+
+
+def test_unknown_and_bad_keys_are_named():
+    with pytest.raises(SettingsError) as err:
+        parse_settings({"geoip": {"city": "x"}, "models": {"min_events": "many"}, "bogus": 1}, "f.yaml")
+    text = str(err.value)
+    assert "geoip.city: unknown key" in text and "bogus: unknown key" in text and "models.min_events" in text
+    assert "f.yaml" in text
+
+
+def test_busybody_history_limit_string_is_seconds():
+    assert parse_settings({"history_limit": "172800"}).history_days == 2
+
+
+def test_env_overrides_and_missing_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("GEOIP_ASN_DB", "/data/asn.mmdb")
+    monkeypatch.delenv("WATCH_CONFIG", raising=False)
+    assert load_settings().geoip.asn_db == "/data/asn.mmdb"
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("user_map: [1, 2]\n")
+    with pytest.raises(SettingsError, match="user_map"):
+        load_settings(bad)
