@@ -67,6 +67,7 @@ SNAPSHOT_KEEP_DAYS = 35
 # there, and fitting every active user every day would dominate the pipeline's cost.
 NOVELTY_FIELDS = ("asn_org", "geo_country")
 FOREST_PARAMS = {"n_estimators": 50}
+REFIT_DAYS = 7  # a user's forest is reused for a week before it is refitted on the sliding window
 HISTORY_COLUMNS = "actor, event_time, ip, asn, asn_org, geo_city, geo_country, oauth_client"
 
 
@@ -163,49 +164,64 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     cfg = settings.load()
     wh = warehouse.get()
     fitted_total, established = 0, 0
+    reused_total = 0
     for day in partition_days(context):
         p = wh.param()
         scores = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)], columns="actor, field, first_seen")
-        actors = candidate_actors(scores)
+        state, _ = latest_snapshot(wh, day)
+        learning = learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state) else pd.DataFrame(columns=["actor", "state"])
+        established_actors = set(learning.loc[learning["state"] == "established", "actor"])
+        # Learning users get no forest (cold start): their model could not be trusted anyway.
+        actors = [a for a in candidate_actors(scores) if a in established_actors]
+        recent = recent_models(wh, actors, day)
+        to_fit = [a for a in actors if a not in recent]
         models: dict[str, UserForest] = {}
         train = pd.DataFrame()
-        if actors:
+        if to_fit:
             start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.history_days))
-            marks = ", ".join([p] * len(actors))
-            train = wh.read_table("events", f"partition_date >= {p} AND partition_date < {p} AND actor IN ({marks})", [start, _day(day)] + actors)
+            marks = ", ".join([p] * len(to_fit))
+            train = wh.read_table("events", f"partition_date >= {p} AND partition_date < {p} AND actor IN ({marks})", [start, _day(day)] + to_fit)
             if len(train):
                 # Process start-up costs more than a few small fits: go parallel only when it pays.
-                n_jobs = cfg.models.n_jobs if len(actors) >= 8 else 1
+                n_jobs = cfg.models.n_jobs if len(to_fit) >= 8 else 1
                 models = fit_user_models(train, cfg.history_days, n_jobs=n_jobs,
                                          min_events=cfg.models.min_events, min_days=cfg.models.min_days,
                                          **FOREST_PARAMS)
         rows, fs = [], []
         today = day_events(wh, day)
-        today = today[today["actor"].isin(list(models))] if len(today) else today
         for actor, model in models.items():
             rows.append({"partition_date": _day(day), "actor": actor, "version": f"{day}/v1", "state": model.state,
                          "n_train": int((train["actor"] == actor).sum()), "threshold": getattr(model, "threshold_", np.nan),
                          "blob": serialize(model)})
-            mine = today[today["actor"] == actor]
+        for actor, model in {**recent, **models}.items():
+            mine = today[today["actor"] == actor] if len(today) else today
             if len(mine) and model.state == "established":
                 established += 1
                 fs.append(pd.DataFrame({"partition_date": _day(day), "event_id": mine["event_id"].to_numpy(), "actor": actor,
                                         "forest_score": model.score_samples(mine), "threshold": model.threshold_, "state": model.state}))
         fitted_total += wh.replace_partitions("user_models", pd.DataFrame(rows), [day])
+        reused_total += len(recent)
         wh.replace_partitions("forest_scores", pd.concat(fs, ignore_index=True) if fs else pd.DataFrame(), [day])
-        context.log.info(f"user_models {day}: {len(models)} fitted for {len(actors)} candidate actors")
+        context.log.info(f"user_models {day}: {len(models)} fitted, {len(recent)} reused for {len(actors)} candidate actors")
     return dg.MaterializeResult(
-        metadata={"rows": dg.MetadataValue.int(fitted_total), "established": dg.MetadataValue.int(established)}
+        metadata={"rows": dg.MetadataValue.int(fitted_total), "reused": dg.MetadataValue.int(reused_total),
+                  "scored_with_forest": dg.MetadataValue.int(established)}
     )
 
 
-def load_user_model(wh: Warehouse, actor: str, day: str) -> UserForest | None:
-    """The model fitted for `actor` on or before `day` (None when there is none)."""
+def recent_models(wh: Warehouse, actors: list[str], day: str) -> dict[str, UserForest]:
+    """Each actor's newest model fitted in the REFIT_DAYS before `day` (a model is refitted at most weekly)."""
+    if not actors or not wh.table_exists("user_models"):
+        return {}
     p = wh.param()
-    rows = wh.read_table("user_models", f"actor = {p} AND partition_date <= {p}", [actor, _day(day)])
+    start = _day(pd.Timestamp(day) - pd.Timedelta(days=REFIT_DAYS))
+    marks = ", ".join([p] * len(actors))
+    rows = wh.read_table("user_models", f"partition_date >= {p} AND partition_date < {p} AND actor IN ({marks})",
+                         [start, _day(day)] + list(actors))
     if rows.empty:
-        return None
-    return deserialize(bytes(rows.sort_values("partition_date")["blob"].iloc[-1]))
+        return {}
+    newest = rows.sort_values("partition_date").groupby("actor").tail(1)
+    return {a: deserialize(bytes(b)) for a, b in zip(newest["actor"], newest["blob"])}
 
 
 @dg.asset(
