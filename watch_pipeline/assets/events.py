@@ -12,7 +12,7 @@ from watch_pipeline.core import schema
 from watch_pipeline.core.enrich import enrich_events
 from watch_pipeline.core.geo import GeoIPLookup
 from watch_pipeline.core.identity import IdentityMapper
-from watch_pipeline.core.normalize import normalise
+from watch_pipeline.core.normalize import ACCESS_STATE_COLUMNS, access_state, normalise
 from watch_pipeline.core.schema import SOURCE_SLACK_AUDIT
 from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
@@ -25,6 +25,12 @@ IDENTITY_COLUMNS = (
     schema.Column("partition_date", "DATE", "day it was learned"),
 )
 register_table("identities", IDENTITY_COLUMNS)
+_ACCESS_TYPES = {"date_first": "DOUBLE", "date_last": "DOUBLE", "count": "BIGINT"}
+register_table(
+    "access_state",
+    (schema.Column("partition_date", "DATE", "state as of the end of this day"),)
+    + tuple(schema.Column(c, _ACCESS_TYPES.get(c, "VARCHAR"), c) for c in ACCESS_STATE_COLUMNS),
+)
 
 
 def open_geoip(cfg, log) -> GeoIPLookup | None:
@@ -46,15 +52,32 @@ def _known_slack_ids(wh: Warehouse, day: str) -> dict[str, str]:
     return dict(zip(ids["actor_id"], ids["email"]))
 
 
+def prior_access_state(wh: Warehouse, day: str) -> pd.DataFrame:
+    """accessLogs state before `day`: the newest snapshot, plus raw rows landed after it (a gap, or no snapshot yet)."""
+    p = wh.param()
+    date = pd.Timestamp(day).date()
+    snap_day = None
+    if wh.table_exists("access_state"):
+        d = wh.query_df(f'SELECT MAX(partition_date) AS d FROM "access_state" WHERE partition_date < {p}', [date])["d"].iloc[0]
+        snap_day = None if d is None or pd.isna(d) else pd.Timestamp(d).date()
+    if snap_day is None:
+        snapshot = None
+        since = wh.read_table("raw_slack_access", f"partition_date < {p}", [date])
+    else:
+        snapshot = wh.read_table("access_state", f"partition_date = {p}", [snap_day])
+        since = wh.read_table("raw_slack_access", f"partition_date > {p} AND partition_date < {p}", [snap_day, date])
+    return access_state(snapshot, since)
+
+
 def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime) -> dict:
     """Normalise + enrich one day and replace its partition of events, quarantine and identities."""
     raw_g = _day_frame(wh, "raw_google", day)
     raw_a = _day_frame(wh, "raw_slack_audit", day)
     raw_x = _day_frame(wh, "raw_slack_access", day)
-    prior_x = None
-    if len(raw_x):
-        prior_x = wh.read_table("raw_slack_access", f"partition_date < {wh.param()}", [pd.Timestamp(day).date()])
+    prior_x = prior_access_state(wh, day)
     norm = normalise(raw_g, raw_a, raw_x, prior_x)
+    keep_since = (pd.Timestamp(day) - pd.Timedelta(seconds=cfg.history_limit)).timestamp()
+    state_x = access_state(prior_x, raw_x, keep_since=keep_since)
 
     mapper = IdentityMapper(cfg.user_domain, cfg.user_map)
     known = _known_slack_ids(wh, day)
@@ -93,6 +116,7 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
         {"source": SOURCE_SLACK_AUDIT, "actor_id": list(norm.slack_ids), "email": list(norm.slack_ids.values()), "partition_date": date}
     )
     wh.replace_window("identities", learned, with_day, [date])
+    wh.replace_window("access_state", state_x.assign(partition_date=date), with_day, [date])
     return {
         "events": written,
         "quarantined": len(quarantined),

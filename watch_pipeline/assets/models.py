@@ -141,12 +141,24 @@ def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     )
 
 
-def candidate_actors(scores: pd.DataFrame) -> list[str]:
-    """Actors with a never-seen network, country or device today: the only ones whose forest we need to refit."""
+def candidate_actors(scores: pd.DataFrame, state: pd.DataFrame | None = None, shared_min: int = 5) -> list[str]:
+    """Actors with a network or country they never used that is also rare in the organisation (fewer than
+    `shared_min` actors on it, before or today): the only ones whose forest we need. A network many colleagues use
+    (a new office, the corporate VPN's new egress) needs no per-user forest to be explained."""
     if scores.empty:
         return []
-    new = scores[scores["field"].isin(NOVELTY_FIELDS) & scores["first_seen"].fillna(False).astype(bool)]
-    return sorted(new["actor"].dropna().unique().tolist())
+    novel = scores["field"].isin(NOVELTY_FIELDS)
+    new = scores[novel & scores["first_seen"].fillna(False).astype(bool)]
+    if new.empty:
+        return []
+    users = scores[novel].groupby(["field", "value"])["actor"].nunique()
+    if state is not None and len(state):
+        known = state[state["field"].isin(NOVELTY_FIELDS)].groupby(["field", "value"])["actor"].nunique()
+        users = users.add(known, fill_value=0)
+    shared = users[users >= shared_min].index
+    keys = pd.MultiIndex.from_frame(new[["field", "value"]].astype(str))
+    rare = new[~keys.isin(shared)]
+    return sorted(rare["actor"].dropna().unique().tolist())
 
 
 @dg.asset(
@@ -167,12 +179,12 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     reused_total = 0
     for day in partition_days(context):
         p = wh.param()
-        scores = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)], columns="actor, field, first_seen")
+        scores = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)], columns="actor, field, value, first_seen")
         state, _ = latest_snapshot(wh, day)
         learning = learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state) else pd.DataFrame(columns=["actor", "state"])
         established_actors = set(learning.loc[learning["state"] == "established", "actor"])
         # Learning users get no forest (cold start): their model could not be trusted anyway.
-        actors = [a for a in candidate_actors(scores) if a in established_actors]
+        actors = [a for a in candidate_actors(scores, state) if a in established_actors]
         recent = recent_models(wh, actors, day)
         to_fit = [a for a in actors if a not in recent]
         models: dict[str, UserForest] = {}

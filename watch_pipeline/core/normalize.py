@@ -279,6 +279,8 @@ def normalise(
 
 
 def _access_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    if "raw" not in raw.columns:  # already parsed (an accessLogs state snapshot)
+        return raw
     rows = []
     for r in raw.to_dict("records"):
         row = json.loads(r["raw"])
@@ -291,7 +293,9 @@ def _access_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantined: list) -> list[dict]:
-    """accessLogs aggregate rows -> access events by diffing against earlier rows of the same (user, IP, UA)."""
+    """accessLogs aggregate rows -> access events by diffing against earlier rows of the same (user, IP, UA).
+
+    `prior` is either raw-table rows (JSON in `raw`) or an already parsed state (see :func:`access_state`)."""
     from watch_pipeline.core.accesslogs import access_events
 
     rows = _access_frame(raw)
@@ -337,3 +341,26 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
         }
     )
     return frame.to_dict("records")
+
+
+ACCESS_STATE_COLUMNS = ("user_id", "username", "ip", "user_agent", "date_first", "date_last", "count", "record_key")
+
+
+def access_state(prior: pd.DataFrame | None, raw_today: pd.DataFrame | None, keep_since: float | None = None) -> pd.DataFrame:
+    """The newest observed row per (user, IP, user agent) after adding today's raw rows to `prior`.
+
+    This is all a later day needs to diff against, so each day reads one small snapshot instead of all history.
+    Combinations last active before `keep_since` (epoch seconds) are dropped; one that comes back is new again."""
+    parts = [f for f in (prior, _access_frame(raw_today) if raw_today is not None and len(raw_today) else None) if f is not None and len(f)]
+    if not parts:
+        return pd.DataFrame(columns=list(ACCESS_STATE_COLUMNS))
+    frame = pd.concat([p.reindex(columns=list(ACCESS_STATE_COLUMNS)) for p in parts], ignore_index=True)
+    last = pd.to_numeric(frame["date_last"], errors="coerce")
+    count = pd.to_numeric(frame["count"], errors="coerce")
+    frame = frame.assign(_last=last, _count=count)
+    combo = [frame[c].where(frame[c].notna(), "").astype(str) for c in ("user_id", "ip", "user_agent")]
+    frame = frame.assign(_u=combo[0], _i=combo[1], _a=combo[2]).sort_values(["_last", "_count"], kind="stable")
+    newest = frame.drop_duplicates(["_u", "_i", "_a"], keep="last")
+    if keep_since is not None:
+        newest = newest[newest["_last"] >= keep_since]
+    return newest[list(ACCESS_STATE_COLUMNS)].reset_index(drop=True)
