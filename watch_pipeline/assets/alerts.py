@@ -4,19 +4,14 @@ import dagster as dg
 import pandas as pd
 
 from watch_pipeline.assets.baseline import peaks
-from watch_pipeline.assets.common import count_table, markdown_preview, partition_days
+from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.models import event_scores
-from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 
 
-@dg.asset(
+@daily_asset(
     deps=[event_scores, peaks],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="alerts",
-    kinds={"python", "duckdb"},
-    owners=["team:security-data"],
     description="One row per incident: an actor's related signals within the grouping window (or an org-level "
     "campaign, actor '*'), with score, severity, the reasons with their numbers, evidence event ids and the state of "
     "the user's model. Suppressed alerts are kept with the allowlist entry that matched.",

@@ -9,10 +9,9 @@ stuffing, mass downloads) with their top IPs and actors.
 import dagster as dg
 import pandas as pd
 
-from watch_pipeline.assets.common import markdown_preview, partition_days
+from watch_pipeline.assets.common import daily_asset, markdown_preview, partition_days
 from watch_pipeline.assets.events import events
 from watch_pipeline.core.peaks import KEY_STATS_COLUMNS, PEAK_COLUMNS, PeakConfig, attack_patterns, daily_key_stats, detect_peaks
-from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
 
@@ -58,13 +57,9 @@ def baseline_chart(today: pd.DataFrame, history: pd.DataFrame, top: int = 8) -> 
     return "\n".join(lines)
 
 
-@dg.asset(
+@daily_asset(
     deps=[events],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="baseline",
-    kinds={"python", "duckdb"},
-    owners=["team:security-data"],
     description="Per-day statistics per key (source, app, action, outcome, ...) seen by actor and by IP: volumes, "
     "distinct samples, concentration, hourly profile and top contributors. The sliding window of `peaks` reads these.",
 )
@@ -88,13 +83,9 @@ def global_baseline(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     )
 
 
-@dg.asset(
+@daily_asset(
     deps=[global_baseline, events],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="baseline",
-    kinds={"python", "duckdb"},
-    owners=["team:security-data"],
     description="Peaks of a day against the sliding-window baseline (seasonal, dispersion-aware, new series) and "
     "attack patterns: password spraying, credential stuffing, mass downloads — each with the rule that fired, the "
     "baseline numbers and the top actors / IPs.",

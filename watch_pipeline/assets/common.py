@@ -6,6 +6,22 @@ from collections.abc import Sequence
 import dagster as dg
 import pandas as pd
 
+from watch_pipeline.partitions import daily_partitions
+
+OWNERS = ["team:security-data"]
+
+
+def daily_asset(*, kinds=frozenset({"python", "duckdb"}), **kwargs):
+    """@dg.asset for a daily partitioned asset that runs a range in one run (it loops over its partition keys and
+    replaces each day's window)."""
+    return dg.asset(
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        owners=OWNERS,
+        kinds=set(kinds),
+        **kwargs,
+    )
+
 
 def partition_days(context: dg.AssetExecutionContext) -> list[str]:
     """The UTC days this run covers (one, or a range under BackfillPolicy.single_run)."""

@@ -6,7 +6,7 @@ from datetime import datetime
 import dagster as dg
 import pandas as pd
 
-from watch_pipeline.assets.common import count_table, markdown_preview, partition_days
+from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.ingest import RAW_KEYS
 from watch_pipeline.core import schema
 from watch_pipeline.core.enrich import enrich_events
@@ -14,7 +14,6 @@ from watch_pipeline.core.geo import GeoIPLookup
 from watch_pipeline.core.identity import IdentityMapper
 from watch_pipeline.core.normalize import ACCESS_STATE_COLUMNS, access_state, normalise
 from watch_pipeline.core.schema import SOURCE_SLACK_AUDIT
-from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
 
@@ -127,13 +126,9 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
     }
 
 
-@dg.asset(
+@daily_asset(
     deps=list(RAW_KEYS.values()),
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="events",
-    kinds={"python", "duckdb"},
-    owners=["team:security-data"],
     description=(
         "One row per audit event in the normalised schema (docs/schema.md), enriched with GeoIP2 City + ASN, "
         "parsed user agent, canonical identity and vendor risk signals. Unusable records go to `quarantine`."

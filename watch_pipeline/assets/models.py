@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 
 from watch_pipeline.assets.baseline import day_events, peaks
-from watch_pipeline.assets.common import count_table, markdown_preview, partition_days
+from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.events import events
 from watch_pipeline.core import schema
 from watch_pipeline.core.busybody import UserForest, deserialize, fit_user_models, serialize
 from watch_pipeline.core.profiles import SCORE_COLUMNS, STATE_COLUMNS, ActorProfiles, learning_state
-from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
 
@@ -92,13 +91,9 @@ def profiles_model(cfg, state: pd.DataFrame) -> ActorProfiles:
     return ActorProfiles.from_frame(state, half_life_days=cfg.models.half_life_days)
 
 
-@dg.asset(
+@daily_asset(
     deps=[events],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="models",
-    kinds={"python", "duckdb"},
-    owners=["team:security-data"],
     description="Per-actor value-frequency profiles (country, ASN, ASN organisation, device, hour bucket, login type, "
     "OAuth client, Slack session) with time decay — ScryWarden's model without its batch-boundary bug. Each day "
     "stores the scores of its events against the state before them, and a snapshot of the state at its end.",
@@ -161,13 +156,10 @@ def candidate_actors(scores: pd.DataFrame, state: pd.DataFrame | None = None, sh
     return sorted(rare["actor"].dropna().unique().tolist())
 
 
-@dg.asset(
+@daily_asset(
     deps=[actor_profiles, events],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="models",
     kinds={"python", "scikitlearn"},
-    owners=["team:security-data"],
     description="Per-user isolation forests (Busybody's features with its bugs fixed: unit-sphere location, binary "
     "tf-idf of ASN organisation and version-free user agent, unseen-value features, calibrated threshold), fitted on "
     "the `history_limit` window before the day for the users with something new that day; versioned blobs.",
@@ -236,13 +228,9 @@ def recent_models(wh: Warehouse, actors: list[str], day: str) -> dict[str, UserF
     return {a: deserialize(bytes(b)) for a, b in zip(newest["actor"], newest["blob"])}
 
 
-@dg.asset(
+@daily_asset(
     deps=[actor_profiles, user_models, peaks, events],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="models",
-    kinds={"python", "duckdb"},
-    owners=["team:security-data"],
     description="Risk of every event of the day against the profiles and models as they stood before it, combined "
     "with organisation context, peaks and vendor signals; each score carries its reasons and numbers.",
 )
