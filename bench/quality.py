@@ -133,10 +133,9 @@ def run_cli(org, work: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     config = work / "settings.yaml"
     config.write_text(json.dumps({
         "user_domain": org.domain,
-        "archive_dir": str(org.archive_dir),
         "geoip": {"city_db": str(org.city_db), "asn_db": str(org.asn_db)},
-        "warehouse": {"path": str(home / "warehouse.duckdb")},
-    }, indent=2))
+        "archive": {"dir": str(org.archive_dir)},
+    }, indent=2))  # JSON is YAML
     env = {**os.environ, "WATCH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "watch_pipeline.cli", "run", "--archive", str(org.archive_dir),

@@ -22,4 +22,7 @@ defs = dg.Definitions(
     jobs=[*ALL_JOBS, *NOTIFIER_JOBS],
     schedules=ALL_SCHEDULES,
     sensors=NOTIFIER_SENSORS,
+    # One process per run: the DuckDB warehouse takes one writer at a time, and per-step processes would each pay
+    # 5-8 s of imports. Scale-out (PostgreSQL warehouse) can override this per job in run config.
+    executor=dg.in_process_executor,
 )

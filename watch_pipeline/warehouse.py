@@ -304,9 +304,9 @@ class PostgresWarehouse(Warehouse):
 
     def _typed(self, s: pd.Series, oid: int) -> pd.Series:
         """A result column typed like DuckDB's `.df()` would type it, so assets see the same frames on both."""
-        if oid in self._DATETIME_OIDS:
+        if oid in self._DATETIME_OIDS:  # DuckDB gives DATE and TIMESTAMP both as naive datetime64[us]
             out = pd.to_datetime(s, utc=(oid == 1184))
-            return out.dt.tz_localize(None) if oid == 1184 else out
+            return (out.dt.tz_localize(None) if oid == 1184 else out).astype("datetime64[us]")
         if oid in self._INT_OIDS:
             return s.astype("Int64") if s.isna().any() else s.astype("int64")
         if oid in self._FLOAT_OIDS:
@@ -330,8 +330,10 @@ def _copy_value(value: Any) -> Any:
 
 
 def open_warehouse(url: str | None = None, path: str | Path | None = None) -> Warehouse:
-    """PostgreSQL when `url` (or WATCH_WAREHOUSE_URL) is set, else the DuckDB file `path` (default .watch/warehouse.duckdb)."""
-    url = url or os.environ.get("WATCH_WAREHOUSE_URL") or None
+    """PostgreSQL at `url`, or the DuckDB file `path`; with neither given, WATCH_WAREHOUSE_URL if set, else
+    $WATCH_HOME/warehouse.duckdb (default .watch/warehouse.duckdb)."""
+    if url is None and path is None:
+        url = os.environ.get("WATCH_WAREHOUSE_URL") or None
     if url:
         return PostgresWarehouse(url)
     return DuckDBWarehouse(path or default_home() / "warehouse.duckdb")

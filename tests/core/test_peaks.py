@@ -114,8 +114,9 @@ def test_normal_day_has_no_peaks(history):
 def test_password_spray_reported_with_the_ip(history):
     spray_ip = "185.220.101.4"
     rows = normal_day(TEST_DAY, 1000)
-    rows += [_ev(TEST_DAY, 600 + k, "login", "login_failure", "failure", _user(k % N_USERS) if k < 38 else f"x{k}@example.com",
-                 spray_ip, asn_org="Zwiebelfreunde e.V. (Tor exit)") for k in range(45)]
+    victims = [_user(k) for k in range(38)] + [f"x{k}@example.com" for k in range(7)]  # 38 staff + 7 guessed names
+    rows += [_ev(TEST_DAY, 600 + k, "login", "login_failure", "failure", victim, spray_ip,
+                 asn_org="Zwiebelfreunde e.V. (Tor exit)") for k, victim in enumerate(victims)]
     _, peaks = run_day(rows, history)
     spray = peaks.loc[peaks["kind"] == "password_spray"]
     assert len(spray) == 1

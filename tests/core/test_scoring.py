@@ -28,7 +28,7 @@ def user(i: int) -> str:
 
 
 def ev(t, actor, ip, asn, org, *, action="login_success", app="login", outcome="success", device=None,
-       place=BERLIN, session="", oauth="", suspicious=False, reasons=""):
+       place=BERLIN, session="", oauth="", suspicious=False, reasons="", major=""):
     browser, os_, key = device or ("", "", "")
     source = "slack_audit" if app == "slack_audit" else ("slack_access" if app == "slack_access" else "google")
     return {
@@ -38,6 +38,7 @@ def ev(t, actor, ip, asn, org, *, action="login_success", app="login", outcome="
         "oauth_client": oauth, "target": "", "vendor_suspicious": suspicious, "vendor_reasons": reasons,
         "ip_internal": False, "geo_country": place[0], "geo_city": place[1], "geo_lat": place[2], "geo_lon": place[3],
         "asn": asn, "asn_org": org, "ua_browser": browser, "ua_os": os_, "ua_device_key": key,
+        "ua_browser_major": major or ("140" if key else ""),
     }
 
 
@@ -243,3 +244,34 @@ def test_empty_day_gives_empty_frame(hist):
     scorer = RiskScorer().fit(hist)
     out = scorer.score_samples(hist.iloc[0:0], profile_scores=None, learning=None)
     assert out.empty and "score" in out.columns
+
+
+def test_stolen_session_from_same_browser_family_but_older_build(hist):
+    victim = user(10)  # runs Chrome 140 on Windows; the thief replays the session from Chrome 120 on Windows
+    t = TODAY + pd.Timedelta(hours=14)
+    thief = [ev(t + pd.Timedelta(minutes=k), victim, "146.70.1.1", 9009, "M247 Europe SRL", app="slack_audit",
+                action="file_downloaded", outcome="info", device=LAPTOP, session="S010", major="120",
+                place=("ES", "Madrid", 40.42, -3.7)) for k in range(12)]
+    scores = score_day(hist, ordinary_day(TODAY, 10) + thief)
+    top = scores[scores["actor"] == victim]
+    assert "session_jump" in top["kinds"].iloc[0]
+    assert actor_score(scores, victim) >= 0.9
+    # the same family on the same build is the user's own laptop: vouched, no alert
+    own = [dict(r, ua_browser_major="140", event_id=r["event_id"] + "b") for r in thief]
+    assert actor_score(score_day(hist, ordinary_day(TODAY, 10) + own), victim) < 0.5
+
+
+def test_new_device_at_night_on_a_familiar_network(hist):
+    victim = user(11)
+    asn, org = HOME_ISPS[11 % 3]
+    t = TODAY + pd.Timedelta(hours=1)
+    rows = [ev(t, victim, "101.11.1.1", asn, org),
+            ev(t + pd.Timedelta(minutes=3), victim, "101.11.1.1", asn, org, app="slack_audit", action="user_login",
+               device=NEW_DEVICE, session="SN")]
+    rows += [ev(t + pd.Timedelta(minutes=5 + k), victim, "101.11.1.1", asn, org, app="slack_audit",
+                action="file_downloaded", outcome="info", device=NEW_DEVICE, session="SN") for k in range(4)]
+    night = actor_score(score_day(hist, rows), victim)
+    assert night >= 0.5
+    # a new laptop during working hours on the home network is just a new laptop
+    day_rows = [dict(r, event_time=r["event_time"] + pd.Timedelta(hours=8), event_id=r["event_id"] + "d") for r in rows]
+    assert actor_score(score_day(hist, day_rows), victim) < 0.5

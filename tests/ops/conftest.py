@@ -10,25 +10,18 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.ops.ops_support import free_port, write_pg_dagster_yaml
+
 PG_BIN_DIRS = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
 PG_USER = "watch"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bin() -> Path | None:
@@ -111,35 +104,6 @@ def postgres_server():
         subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def write_pg_dagster_yaml(dagster_home: Path, url: str, max_concurrent_runs: int = 1) -> Path:
-    """A dagster.yaml keeping runs, events and schedules in PostgreSQL (`url`), like deploy/dagster.yaml."""
-    import yaml
-    from urllib.parse import urlparse
-
-    u = urlparse(url)
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = {
-        "storage": {
-            "postgres": {
-                "postgres_db": {
-                    "username": u.username,
-                    "password": u.password or "",
-                    "hostname": u.hostname,
-                    "port": u.port,
-                    "db_name": u.path.lstrip("/"),
-                    "scheme": "postgresql+psycopg2",
-                }
-            }
-        },
-        # One run at a time: the run queue serialises writers (needed by DuckDB, harmless for PostgreSQL).
-        "concurrency": {"runs": {"max_concurrent_runs": max_concurrent_runs}},
-        "telemetry": {"enabled": False},
-    }
-    path = dagster_home / "dagster.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 @pytest.fixture()

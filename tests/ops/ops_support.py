@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +18,12 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+
+
 # Tables the daily graph writes, and the columns that differ from run to run by design (wall-clock times, pickles).
 PIPELINE_TABLES = ["raw_google", "raw_slack_audit", "raw_slack_access", "events", "quarantine", "identities",
                    "baseline_daily", "peaks", "profile_state", "profile_scores", "user_models", "forest_scores",
-                   "event_scores", "alerts"]
+                   "event_scores", "alerts", "access_state"]
 VOLATILE_COLUMNS = {"ingest_time", "quarantined_at", "polled_at", "blob"}
 
 
@@ -87,9 +90,11 @@ def table_snapshot(warehouse, table: str) -> list[tuple]:
 
 def snapshot(url: str | None = None, path: Path | None = None, tables=PIPELINE_TABLES) -> dict[str, list[tuple]]:
     """Snapshots of the pipeline's tables in one warehouse (PostgreSQL `url`, or the DuckDB file `path`)."""
-    from watch_pipeline.warehouse import open_warehouse
+    from watch_pipeline.warehouse import DuckDBWarehouse, PostgresWarehouse
 
-    wh = open_warehouse(url=url, path=path)
+    # Not open_warehouse: it prefers $WATCH_WAREHOUSE_URL over the path, and tests compare both engines.
+    assert (url is None) != (path is None), "give exactly one of url and path"
+    wh = PostgresWarehouse(url) if url else DuckDBWarehouse(path)
     try:
         return {t: table_snapshot(wh, t) for t in tables}
     finally:
@@ -101,6 +106,47 @@ def assert_same_tables(left: dict, right: dict, what: str) -> None:
         assert left[table][0] == right[table][0], f"{what}: columns of {table} differ"
         assert len(left[table]) == len(right[table]), f"{what}: {table} has {len(left[table]) - 1} vs {len(right[table]) - 1} rows"
         assert left[table] == right[table], f"{what}: rows of {table} differ\n" + first_differences(left[table], right[table])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dagster instances and servers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_pg_dagster_yaml(dagster_home: Path, url: str, max_concurrent_runs: int = 1) -> Path:
+    """A dagster.yaml keeping runs, events and schedules in PostgreSQL (`url`), like deploy/dagster.yaml."""
+    import yaml
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = {
+        "storage": {
+            "postgres": {
+                "postgres_db": {
+                    "username": u.username,
+                    "password": u.password or "",
+                    "hostname": u.hostname,
+                    "port": u.port,
+                    "db_name": u.path.lstrip("/"),
+                    "scheme": "postgresql+psycopg2",
+                }
+            }
+        },
+        # One run at a time: the run queue serialises writers (needed by DuckDB, harmless for PostgreSQL).
+        "concurrency": {"runs": {"max_concurrent_runs": max_concurrent_runs}},
+        "telemetry": {"enabled": False},
+    }
+    path = dagster_home / "dagster.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,10 +182,32 @@ def wait_for_webserver(port: int, proc: subprocess.Popen, log: Path, timeout: fl
     raise AssertionError(f"dagster did not come up on port {port} in {timeout}s:\n{log.read_text()[-5000:]}")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Ids of the processes below `pid` (Linux /proc), children first found by parent id."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM the process group (dagster dev forwards it to webserver, daemon and code server), then SIGKILL."""
+    """SIGTERM the process group (dagster dev forwards it to webserver, daemon and code server), then SIGKILL.
+
+    Processes that left the group (a code server in its own session) are found by parent id beforehand and killed
+    by id when they outlive the group.
+    """
     if proc.poll() is not None:
         return
+    below = _descendants(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=timeout)
@@ -148,6 +216,12 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait(timeout=10)
     except ProcessLookupError:
         pass
+    time.sleep(1)
+    for pid in below:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @contextmanager

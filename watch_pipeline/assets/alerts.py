@@ -4,14 +4,16 @@ import dagster as dg
 import pandas as pd
 
 from watch_pipeline.assets.baseline import peaks
-from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
+from watch_pipeline.assets.common import column_schema, daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.models import event_scores
+from watch_pipeline.core.schema import ALERT_COLUMNS
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 
 
 @daily_asset(
     deps=[event_scores, peaks],
     group_name="alerts",
+    metadata=column_schema(ALERT_COLUMNS),
     description="One row per incident: an actor's related signals within the grouping window (or an org-level "
     "campaign, actor '*'), with score, severity, the reasons with their numbers, evidence event ids and the state of "
     "the user's model. Suppressed alerts are kept with the allowlist entry that matched.",
@@ -36,7 +38,7 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sett
     active = found_df[~found_df["suppressed"].fillna(False).astype(bool)] if len(found_df) else found_df
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(total),
+            "dagster/row_count": dg.MetadataValue.int(total),
             "active": dg.MetadataValue.int(len(active)),
             "suppressed": dg.MetadataValue.int(len(found_df) - len(active)),
             "by_severity": count_table({k: int(v) for k, v in active["severity"].value_counts().items()} if len(active) else {}, "severity", "alerts"),

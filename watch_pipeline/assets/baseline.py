@@ -53,7 +53,8 @@ def baseline_chart(today: pd.DataFrame, history: pd.DataFrame, top: int = 8) -> 
     for k in keys:
         today_n, base = float(t.get(k, 0)), float(h.get(k, 0))
         bar = "█" * max(1, round(20 * today_n / scale)) + " · " + "░" * max(0, round(20 * base / scale))
-        lines.append(f"| `{k}` | {int(today_n):,} | {base:,.1f} | {bar} |")
+        key = str(k).replace("|", " · ")  # a raw '|' would split the markdown table's columns
+        lines.append(f"| `{key}` | {int(today_n):,} | {base:,.1f} | {bar} |")
     return "\n".join(lines)
 
 
@@ -76,7 +77,7 @@ def global_baseline(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         last = stats if len(stats) else last
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(rows),
+            "dagster/row_count": dg.MetadataValue.int(rows),
             "keys_last_day": dg.MetadataValue.int(int(last["key"].nunique()) if len(last) else 0),
             "preview": markdown_preview(last, ["view", "key", "sub_count", "samp_count", "samp_sub_count_max"]),
         }
@@ -110,7 +111,7 @@ def peaks(context: dg.AssetExecutionContext, warehouse: WarehouseResource, setti
     by_kind = found["kind"].value_counts().to_dict() if len(found) else {}
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(total),
+            "dagster/row_count": dg.MetadataValue.int(total),
             "by_kind": dg.MetadataValue.json({k: int(v) for k, v in by_kind.items()}),
             "today_vs_baseline": dg.MetadataValue.md(chart),
             "preview": markdown_preview(

@@ -23,6 +23,15 @@ def daily_asset(*, kinds=frozenset({"python", "duckdb"}), **kwargs):
     )
 
 
+def column_schema(columns) -> dict:
+    """Definition metadata that shows a table's columns (from core/schema.py) in the UI before the first run."""
+    return {
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(c.name, c.sql_type.lower(), description=c.doc) for c in columns]
+        )
+    }
+
+
 def partition_days(context: dg.AssetExecutionContext) -> list[str]:
     """The UTC days this run covers (one, or a range under BackfillPolicy.single_run)."""
     if not context.has_partition_key and not context.has_partition_key_range:

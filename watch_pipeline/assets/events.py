@@ -6,7 +6,7 @@ from datetime import datetime
 import dagster as dg
 import pandas as pd
 
-from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
+from watch_pipeline.assets.common import column_schema, daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.ingest import RAW_KEYS
 from watch_pipeline.core import schema
 from watch_pipeline.core.enrich import enrich_events
@@ -129,6 +129,7 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
 @daily_asset(
     deps=list(RAW_KEYS.values()),
     group_name="events",
+    metadata=column_schema(schema.EVENT_COLUMNS),
     description=(
         "One row per audit event in the normalised schema (docs/schema.md), enriched with GeoIP2 City + ASN, "
         "parsed user agent, canonical identity and vendor risk signals. Unusable records go to `quarantine`."
@@ -160,7 +161,7 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sett
     share = totals["quarantined"] / max(1, totals["events"] + totals["quarantined"])
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(totals["events"]),
+            "dagster/row_count": dg.MetadataValue.int(totals["events"]),
             "quarantined": dg.MetadataValue.int(totals["quarantined"]),
             "quarantined_share": dg.MetadataValue.float(round(share, 6)),
             "raw_records": dg.MetadataValue.int(totals["raw"]),

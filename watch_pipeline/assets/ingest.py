@@ -11,10 +11,10 @@ from datetime import datetime
 import dagster as dg
 import pandas as pd
 
-from watch_pipeline.assets.common import count_table, markdown_preview, partition_days
+from watch_pipeline.assets.common import column_schema, count_table, markdown_preview, partition_days
 from watch_pipeline.core.archive import scan_archive
 from watch_pipeline.core.raw import RAW_TABLE, RawRecord, records_frame
-from watch_pipeline.core.schema import RAW_SOURCES, stable_id
+from watch_pipeline.core.schema import RAW_COLUMNS, RAW_SOURCES, stable_id
 from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 
@@ -59,6 +59,7 @@ def _live_records(settings, days, log) -> tuple[dict[str, list[RawRecord]], list
             kinds={"python", "duckdb"},
             owners=["team:security-data"],
             tags={"source": s},
+            metadata=column_schema(RAW_COLUMNS),
             skippable=True,
         )
         for s in RAW_SOURCES
@@ -119,7 +120,7 @@ def raw_landing(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         yield dg.MaterializeResult(
             asset_key=RAW_KEYS[s],
             metadata={
-                "rows": dg.MetadataValue.int(len(frame)),
+                "dagster/row_count": dg.MetadataValue.int(len(frame)),
                 "new_rows": dg.MetadataValue.int(written),
                 "days": dg.MetadataValue.text(f"{days[0]} .. {days[-1]} ({len(days)})"),
                 "rows_per_day": count_table({str(k): int(v) for k, v in sorted(per_day.items())}, "day", "rows"),

@@ -67,7 +67,7 @@ SNAPSHOT_KEEP_DAYS = 35
 NOVELTY_FIELDS = ("asn_org", "geo_country")
 FOREST_PARAMS = {"n_estimators": 50}
 REFIT_DAYS = 7  # a user's forest is reused for a week before it is refitted on the sliding window
-HISTORY_COLUMNS = "actor, event_time, ip, asn, asn_org, geo_city, geo_country, oauth_client"
+HISTORY_COLUMNS = "actor, event_time, ip, asn, asn_org, geo_city, geo_country, oauth_client, ua_device_key, outcome"
 
 
 def _day(d) -> "pd.Timestamp":
@@ -127,7 +127,7 @@ def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     states = learning["state"].value_counts().to_dict() if len(learning) else {}
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(scored),
+            "dagster/row_count": dg.MetadataValue.int(scored),
             "actors": dg.MetadataValue.int(len(learning)),
             "model_states": count_table({k: int(v) for k, v in states.items()}, "state", "actors"),
             "state_rows": dg.MetadataValue.int(len(model.to_frame())),
@@ -208,7 +208,7 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         wh.replace_partitions("forest_scores", pd.concat(fs, ignore_index=True) if fs else pd.DataFrame(), [day])
         context.log.info(f"user_models {day}: {len(models)} fitted, {len(recent)} reused for {len(actors)} candidate actors")
     return dg.MaterializeResult(
-        metadata={"rows": dg.MetadataValue.int(fitted_total), "reused": dg.MetadataValue.int(reused_total),
+        metadata={"dagster/row_count": dg.MetadataValue.int(fitted_total), "reused": dg.MetadataValue.int(reused_total),
                   "scored_with_forest": dg.MetadataValue.int(established)}
     )
 
@@ -264,7 +264,7 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
         context.log.info(f"event_scores {day}: {len(scored):,} risky events of {len(ev):,}")
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(total),
+            "dagster/row_count": dg.MetadataValue.int(total),
             "preview": markdown_preview(last.sort_values("score", ascending=False) if len(last) else last,
                                         ["event_time", "actor", "score", "kinds", "reasons"]),
         }

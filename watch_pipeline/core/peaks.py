@@ -118,8 +118,9 @@ class PeakConfig:
 
 
 def _top_json(counts: pd.Series, n: int) -> str:
-    top = counts.sort_values(ascending=False, kind="stable").head(n)
-    return json.dumps([[str(k), int(v)] for k, v in top.items()])
+    # Ties are broken by the key, not by row order: warehouses do not promise an order.
+    items = sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return json.dumps([[k, v] for k, v in items])
 
 
 def _day_of(events: pd.DataFrame, day: dt.date | str | None) -> dt.date:
@@ -170,7 +171,9 @@ class _PairCounts:
         vcodes, self.uniques = pd.factorize(values, use_na_sentinel=False)
         pairs, counts = np.unique(key_codes.astype(np.int64) * len(self.uniques) + vcodes, return_counts=True)
         self.key, self.value, self.count = pairs // len(self.uniques), pairs % len(self.uniques), counts
-        order = np.lexsort((-self.count, self.key))
+        # Ties in count are broken by the value itself, never by row order (warehouses promise no order).
+        label_rank = np.argsort(np.argsort(np.asarray(self.uniques, dtype=object).astype(str), kind="stable"), kind="stable")
+        order = np.lexsort((label_rank[self.value], -self.count, self.key))
         self.key, self.value, self.count = self.key[order], self.value[order], self.count[order]
         self.n_keys = n_keys
 
@@ -423,7 +426,10 @@ def _detect_view(tv: pd.DataFrame, hv: pd.DataFrame, the_day: dt.date, view: str
             reason += f"; busiest hour {hour:02d}:00 UTC ({hourly[hour]} events)"
         if _is_dispersed_failure(row, view, config):
             kind, severity = "dispersed_failures", "low"
-            reason += "; failures spread over many accounts and IPs, few each: org-wide event (e.g. forced password change)"
+            reason += (
+                "; failures spread over many accounts and IPs, few each: "
+                "an org-wide event (e.g. forced password change), not an attack"
+            )
         rows.append(
             _row(row, the_day, view, criterion, o, e, thr_i, z_i, p, score, severity, kind, "*", reason)
         )
@@ -460,7 +466,10 @@ def _new_series_row(row: dict, the_day: dt.date, view: str, n_days: int, config:
     o = float(row["sub_count"])
     score = float(min(1.0, 0.3 + 0.1 * math.log10(max(o / config.new_series_min_count, 1.0)) * 3))
     severity = _cap(_severity(score), config.generic_max_severity)
-    reason = f"new series: {o:.0f} events of a key not seen in the last {n_days} days (min {config.new_series_min_count})"
+    reason = (
+        f"new series: {o:.0f} events of a key not seen in the last {n_days} days "
+        f"(reported from {config.new_series_min_count})"
+    )
     return _row(row, the_day, view, "new_series", o, 0.0, config.new_series_min_count, float("nan"), float("nan"),
                 score, severity, "new_series", "*", reason)
 

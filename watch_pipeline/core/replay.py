@@ -17,7 +17,7 @@ import pandas as pd
 from watch_pipeline.core.peaks import PeakConfig, find_peaks
 from watch_pipeline.core.profiles import ActorProfiles, learning_state
 
-PREVIOUS_EVENTS_DAYS = 2  # how far back `previous_events` reaches (impossible travel, session jumps)
+PREVIOUS_EVENTS_DAYS = 1  # how far back `previous_events` reaches (impossible travel, session jumps)
 
 
 def load_events(archive_dir: str | Path, city_db: str | Path | None, asn_db: str | Path | None,
@@ -54,7 +54,7 @@ class ReplayResult:
 
 
 def replay(events: pd.DataFrame, scorer_config: dict | None = None, alert_settings: dict | None = None,
-           half_life_days: float = 30.0, min_events: int = 50, min_days: int = 5,
+           half_life_days: float = 30.0, min_events: int = 20, min_days: int = 7,
            history_days: int = 28, peak_config: PeakConfig | None = None, progress=None) -> ReplayResult:
     """Run profiles, peaks, the risk scorer and alert building over ``events`` one UTC day at a time."""
     from watch_pipeline.core.alerts import build_alerts

@@ -37,9 +37,10 @@ DEFAULT_CONFIG: dict = {
     "rare_org_users": 2,  # a network used by at most this many other actors in the history window is rare
     "common_org_share": 0.05,  # ... by at least this share of active actors is common
     "rare_app_users": 2,  # an OAuth client granted by at most this many other actors is rare
-    "campaign_min_accounts": 5,  # an IP that failed for this many accounts today is a campaign IP
+    "campaign_min_accounts": 5,  # an IP that failed for this many accounts today is a campaign IP ...
+    "campaign_max_recovered": 0.5,  # ... unless most of them then signed in from it
     "download_actions": ("file_downloaded", "download", "file_download", "download_file", "export"),
-    "impossible_speed_kmh": 1000.0,
+    "impossible_speed_kmh": 1500.0,  # airliners do ~900; IP geolocation is coarse
     "impossible_min_km": 500.0,
     "roaming_ips_per_user_day": 1.5,  # networks whose users get this many IPs a day churn (carriers, CGNAT)
     "roaming_cities_per_user": 1.5,  # ... or whose users appear in this many cities
@@ -52,13 +53,14 @@ DEFAULT_CONFIG: dict = {
         "unvouched": 1.0,
         "vouched": -2.5,
         "new_device": 1.0,
-        "downloads": 1.0,  # >= 3 downloads by an unfamiliar device on the network
-        "mass_downloads": 1.5,  # >= 20
+        "downloads": 1.5,  # >= 3 downloads by an unfamiliar device on the network
+        "mass_downloads": 2.0,  # >= 20
+        "unvouched_return": 1.5,
         "rare_oauth": 2.0,
         "campaign_success": 4.5,
         "session_jump": 3.0,
         "impossible_travel": 2.5,
-        "odd_hours": 1.0,
+        "odd_hours": 1.75,
         "vendor_flag": 1.0,
         "forest": 0.5,
     },
@@ -66,7 +68,7 @@ DEFAULT_CONFIG: dict = {
 
 # per-user novelty: dropped while the user is learning
 NOVELTY_KINDS = {"new_network", "rare_in_org", "new_country", "unvouched", "new_device", "downloads",
-                 "mass_downloads", "odd_hours", "common_in_org", "vouched", "forest"}
+                 "mass_downloads", "odd_hours", "common_in_org", "vouched", "forest", "unvouched_return"}
 EARTH_RADIUS_KM = 6371.0
 
 
@@ -107,6 +109,7 @@ class RiskScorer:
         self.networks_ = pd.DataFrame(columns=["network", "users", "roaming", "asn_org"]).set_index("network")
         self.apps_ = pd.Series(dtype="int64")
         self.active_users_ = 0
+        self.pairs_ = pd.DataFrame(columns=["days", "vouched"])  # (actor, network) in the history window
 
     # -- organisation context --------------------------------------------------------------------------------------
 
@@ -122,12 +125,16 @@ class RiskScorer:
         h["day"] = pd.to_datetime(h["event_time"]).dt.normalize()
         h["city"] = _text(h, "geo_city")
         h["ipx"] = _text(h, "ip")
-        users = h.groupby("network")["actor"].nunique()
+        # users of a network: accounts that did something there (campaign targets only failed there)
+        ok = _text(h, "outcome") != "failure" if "outcome" in h else pd.Series(True, index=h.index)
+        users = h[ok].groupby("network")["actor"].nunique().reindex(h["network"].unique(), fill_value=0)
         ips_per_user_day = h.groupby(["network", "actor", "day"])["ipx"].nunique().groupby("network").mean()
         located = h[h["city"] != ""]
         cities_per_user = located.groupby(["network", "actor"])["city"].nunique().groupby("network").mean()
         # VPN / egress: most of the network's users live somewhere else (their most frequent city differs)
-        home = located.groupby("actor")["city"].agg(lambda s: s.value_counts().index[0])
+        per_city = located.groupby(["actor", "city"], sort=False).size().reset_index(name="n")
+        per_city = per_city.sort_values(["actor", "n", "city"], ascending=[True, False, True], kind="stable")
+        home = per_city.drop_duplicates("actor").set_index("actor")["city"]
         pairs = located[["network", "actor", "city"]].drop_duplicates(["network", "actor"])
         pairs = pairs.assign(away=pairs["city"].to_numpy() != pairs["actor"].map(home).to_numpy())
         away_share = pairs.groupby("network")["away"].mean()
@@ -142,6 +149,14 @@ class RiskScorer:
         )
         nets["asn_org"] = h.groupby("network")["asn_org"].first().reindex(nets.index) if "asn_org" in h else ""
         self.networks_ = nets
+        # per (actor, network): days used, and whether a device of the user's (seen on >= vouch_days days) was there
+        h["device"] = _text(h, "ua_device_key")
+        dev_days = h[h["device"] != ""].groupby(["actor", "device"])["day"].nunique()
+        familiar_devices = set(dev_days[dev_days >= cfg["vouch_days"]].index)
+        h["own_device"] = [(a, d) in familiar_devices for a, d in zip(h["actor"], h["device"])]
+        h["ok_day"] = h["day"].where(_text(h, "outcome") != "failure") if "outcome" in h else h["day"]
+        pairs = h.groupby(["actor", "network"]).agg(days=("ok_day", "nunique"), vouched=("own_device", "any"))
+        self.pairs_ = pairs
         apps = h[_text(h, "oauth_client") != ""]
         self.apps_ = apps.groupby(_text(apps, "oauth_client"))["actor"].nunique() if len(apps) else pd.Series(dtype="int64")
         return self
@@ -173,8 +188,13 @@ class RiskScorer:
         ev["outcome_s"] = _text(ev, "outcome")
 
         prior = _prior_days(profile_scores, ev)
+        older = _older_versions(ev, previous_events)
+        if older.any():
+            # an older browser build than the user already runs is someone else's machine with the same family
+            ev.loc[older, "device"] = ev.loc[older, "device"] + " v" + _text(ev.loc[older], "ua_browser_major")
         for f in ("asn", "asn_org", "ua_device_key", "geo_country", "hour_bucket", "session_id"):
             ev[f"prior_{f}"] = prior.get(f, pd.Series(np.nan, index=ev.index))
+        ev.loc[older, "prior_ua_device_key"] = 0.0
         # the network's familiarity: by ASN, else by organisation
         ev["net_days"] = ev["prior_asn"].where(ev["prior_asn"].notna(), ev["prior_asn_org"])
 
@@ -195,14 +215,16 @@ class RiskScorer:
             | ev["actor"].isin(campaign_actors)
             | (ev["vendor_suspicious"].fillna(False).astype(bool) if "vendor_suspicious" in ev else False)
         )
-        if forest_scores is not None and len(forest_scores) and "event_id" in forest_scores:
-            special |= ev["event_id"].isin(forest_scores["event_id"].astype(str))
-        unfamiliar = ~(ev["net_days"] >= cfg["familiar_days"]) & (ev["model_state"] == "established")
+        forest_flagged = _forest_outliers(forest_scores)
+        special |= ev["event_id"].isin(forest_flagged)
+        established = ev["model_state"] == "established"
+        unfamiliar = (~(ev["net_days"] >= cfg["familiar_days"]) | ev["prior_ua_device_key"].lt(cfg["familiar_days"])
+                      | older) & established
         candidate = (special | unfamiliar).groupby([ev["actor"], ev["network"]]).transform("any")
         rows = []
         for (actor, net), g in ev[candidate].groupby(["actor", "network"], sort=False):
             story = self._story(actor, net, g, ev, campaign_ips, campaign_actors, campaign_reason, jumps, travel,
-                                forest_scores)
+                                forest_flagged)
             if story is None:
                 continue
             points, kinds, reasons, evidence = story
@@ -265,6 +287,16 @@ class RiskScorer:
         where = f" in {country}" if country else ""
         net_days = g["net_days"].iloc[0]
         familiar = pd.notna(net_days) and net_days >= cfg["familiar_days"]
+        pair = (actor, net)
+        seen_before = len(self.pairs_) and pair in self.pairs_.index
+        if seen_before:  # the history window knows better: failed attempts (campaign targets) do not count
+            familiar = int(self.pairs_.at[pair, "days"]) >= cfg["familiar_days"]
+            net_days = int(self.pairs_.at[pair, "days"])
+        if not familiar and seen_before and bool(self.pairs_.at[pair, "vouched"]):
+            familiar = True  # e.g. day 2 of a trip: the user's laptop used the hotel network yesterday
+        if not familiar and seen_before and net_days > 0:
+            add("unvouched_return", f"{label} was first used by this account {int(self.pairs_.at[pair, 'days'])} "
+                "day(s) before, never from the user's own devices")
         if not familiar:
             add("new_network", f"activity from {label}{where}: seen for this user on {int(net_days or 0)} earlier "
                 "day(s)")
@@ -294,7 +326,8 @@ class RiskScorer:
                 elif len(dl) >= 3:
                     add("downloads", f"{len(dl)} downloads by the new device")
             hours = g[(g["prior_hour_bucket"].fillna(0) == 0)]
-            if len(hours):
+            home_country = pd.notna(g["prior_geo_country"].iloc[0]) and g["prior_geo_country"].iloc[0] > 0
+            if len(hours) and home_country:  # abroad, other hours are the time zone's doing
                 h = int(hours["event_time"].iloc[0].hour)
                 add("odd_hours", f"active at {h:02d}h UTC, an hour bucket never seen for this user")
             # rare OAuth grants on the unfamiliar network
@@ -304,6 +337,16 @@ class RiskScorer:
                 if n_users <= cfg["rare_app_users"] and (len(self.apps_) or self.active_users_):
                     add("rare_oauth", f"OAuth grant to '{app}' ({n_users} colleagues granted it) from {label}")
                     break
+        else:  # a familiar network: only a new device at hours the user never works tells a story
+            dev = g[(g["device"] != "") & (g["prior_ua_device_key"].fillna(0) < cfg["familiar_days"])]
+            night = dev[dev["prior_hour_bucket"].fillna(0) == 0]
+            if len(night):
+                add("new_device", f"device {night['device'].iloc[0]} new for this user, on {label}")
+                add("odd_hours", f"active at {int(night['event_time'].iloc[0].hour):02d}h UTC, an hour bucket never "
+                    "seen for this user")
+                dl = dev[dev["action_l"].isin(cfg["download_actions"])]
+                if len(dl) >= 3:
+                    add("downloads", f"{len(dl)} downloads by the new device")
         # org-level / physical / vendor signals, on any network
         ok = g[(g["outcome_s"] == "success") & g["ip"].astype(str).isin(campaign_ips)]
         if len(ok) or (actor in campaign_actors and not familiar and len(active)):
@@ -319,10 +362,8 @@ class RiskScorer:
         if len(vend):
             why = _s(vend["vendor_reasons"].iloc[0]) if "vendor_reasons" in vend else ""
             add("vendor_flag", f"vendor flagged the activity{': ' + why if why else ''} ({len(vend)} event(s))")
-        if forest is not None and len(forest) and "event_id" in forest:
-            flagged = forest[forest.get("anomalous", pd.Series(True, index=forest.index)).astype(bool)]
-            if g["event_id"].isin(flagged["event_id"].astype(str)).any():
-                add("forest", "the user's isolation forest finds these events unusual")
+        if forest and g["event_id"].isin(forest).any():
+            add("forest", "the user's isolation forest finds these events unusual")
         if not any(p > 0 for p in points):
             return None
         return points, kinds, reasons, None
@@ -334,6 +375,41 @@ def _s(v) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
+
+
+def _older_versions(ev: pd.DataFrame, previous: pd.DataFrame | None) -> pd.Series:
+    """Events whose browser major version is below the newest the same user ran on that device key before."""
+    none = pd.Series(False, index=ev.index)
+    if previous is None or len(previous) == 0 or "ua_browser_major" not in ev or "ua_browser_major" not in previous:
+        return none
+    prev = pd.DataFrame({"actor": previous["actor"].astype(str).to_numpy(),
+                         "device": _text(previous, "ua_device_key").to_numpy(),
+                         "major": pd.to_numeric(previous["ua_browser_major"], errors="coerce").to_numpy()})
+    newest = prev.dropna(subset=["major"]).groupby(["actor", "device"])["major"].max()
+    if newest.empty:
+        return none
+    key = pd.MultiIndex.from_arrays([ev["actor"].astype(str), _text(ev, "ua_device_key")])
+    known = newest.reindex(key).to_numpy()
+    major = pd.to_numeric(ev["ua_browser_major"], errors="coerce").to_numpy()
+    return pd.Series((major < known) & (ev["device"] != "").to_numpy(), index=ev.index)
+
+
+def _forest_outliers(forest_scores: pd.DataFrame | None) -> set[str]:
+    """Event ids the per-user forest calls outliers: ``forest_score < threshold`` (sklearn: lower = odder), or an
+    ``outlier`` / ``anomalous`` flag column."""
+    if forest_scores is None or len(forest_scores) == 0 or "event_id" not in forest_scores:
+        return set()
+    f = forest_scores
+    if "forest_score" in f and "threshold" in f:
+        flag = pd.to_numeric(f["forest_score"], errors="coerce") < pd.to_numeric(f["threshold"], errors="coerce")
+    elif "score" in f and "threshold" in f:
+        flag = pd.to_numeric(f["score"], errors="coerce") < pd.to_numeric(f["threshold"], errors="coerce")
+    else:
+        col = "outlier" if "outlier" in f else ("anomalous" if "anomalous" in f else None)
+        if col is None:
+            return set()
+        flag = f[col].fillna(False).astype(bool)
+    return set(f.loc[flag.fillna(False).to_numpy(), "event_id"].astype(str))
 
 
 def _prior_days(profile_scores: pd.DataFrame | None, ev: pd.DataFrame) -> dict[str, pd.Series]:
@@ -367,8 +443,15 @@ def _campaigns(ev: pd.DataFrame, peaks: pd.DataFrame | None, cfg: dict):
     if len(fails):
         per_ip = fails.groupby(fails["ip"].astype(str))
         accounts = per_ip["actor"].nunique()
+        ok = ev[ev["outcome_s"] == "success"]
+        ok_pairs = set(zip(ok["ip"].astype(str), ok["actor"]))
         for ip, n in accounts[accounts >= cfg["campaign_min_accounts"]].items():
             f = per_ip.get_group(ip)
+            # people who then sign in from the same address (a forced password change at the office) are not
+            # a campaign: in a spray or stuffing run most targeted accounts never succeed
+            recovered = sum((ip, a) in ok_pairs for a in f["actor"].unique()) / n
+            if recovered > cfg["campaign_max_recovered"]:
+                continue
             span = (f["event_time"].max() - f["event_time"].min()).total_seconds() / 60
             ips.add(ip)
             reason[ip] = f"{n} accounts failed from {ip} in {span:.0f} min today"
@@ -404,17 +487,22 @@ def _session_jumps(ev: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str,
         frames.insert(0, p[cols])
     allv = pd.concat(frames, ignore_index=True)
     allv = allv[(allv["session_id"] != "") & (allv["device"] != "")].sort_values(["event_time", "event_id"], kind="stable")
+    if allv.empty:
+        return {}
+    sess = allv["actor"].astype(str) + "\x1f" + allv["session_id"].astype(str)
+    # a jump: a row that is neither the session's first, nor on a network or device the session had before
+    later = sess.duplicated()
+    new_net = ~(sess + "\x1f" + allv["network"].astype(str)).duplicated()
+    new_dev = ~(sess + "\x1f" + allv["device"].astype(str)).duplicated()
+    hit = allv[later & new_net & new_dev & allv["event_id"].isin(set(today["event_id"]))]
+    if hit.empty:
+        return {}
+    origin = allv.assign(sess=sess).drop_duplicates("sess").set_index("sess")
     out: dict[str, str] = {}
-    today_ids = set(today["event_id"])
-    for (actor, sid), s in allv.groupby(["actor", "session_id"], sort=False):
-        if s["network"].nunique() < 2 and s["device"].nunique() < 2:
-            continue
-        origin = s.iloc[0]
-        seen_nets, seen_devs = {origin["network"]}, {origin["device"]}
-        for r in s.iloc[1:].itertuples(index=False):
-            if r.network not in seen_nets and r.device not in seen_devs and r.event_id in today_ids:
-                out[r.event_id] = (f"Slack session {sid} started on {origin['device']} at {origin['ip']} "
-                                   f"({origin['event_time']:%Y-%m-%d %H:%M}) jumped to {r.device} at {r.ip}")
+    for key, r in zip(sess[hit.index], hit.itertuples(index=False)):
+        o = origin.loc[key]
+        out[r.event_id] = (f"Slack session {r.session_id} started on {o['device']} at {o['ip']} "
+                           f"({o['event_time']:%Y-%m-%d %H:%M}) jumped to {r.device} at {r.ip}")
     return out
 
 

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-m", "--global-table", default="global_table.json")
     ap.add_argument("-o", "--output-file", default=None)
     ap.add_argument("-a", "--analyzer", default="file",
-                    help="'file' or 'network' (the peer's class paths ...FileTypePeakAnalyzer / ...Network... work too)")
+                    help="'file' or 'network' (the peer's analyzer class paths work too)")
     ap.add_argument("--now", help="inject 'now' for the cold-start path, 'YYYY-MM-DD HH:MM:SS[.ffffff]'")
     ap.add_argument("--local-time", action="store_true", help="bucket by host-local time like the peer")
     args = ap.parse_args(argv)
