@@ -50,8 +50,6 @@ query Status($id: String!) {
 }"""
 
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-# The daemon's runs execute their steps in one process: the multiprocess default pays 5-8 s of imports per step.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 @dataclass
@@ -97,7 +95,6 @@ def test_graphql_backfill_on_postgres_equals_day_by_day(live_dagster, ops_env, o
     launched = graphql(live_dagster.port, LAUNCH, {"params": {
         "partitionNames": keys,
         "assetSelection": _asset_keys(),
-        "runConfigData": IN_PROCESS,
         "title": "ops test: 7-day backfill",
     }})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
