@@ -28,6 +28,13 @@ import numpy as np
 import pandas as pd
 
 SCORE_COLUMNS = ["event_id", "actor", "event_time", "ip", "score", "kinds", "reasons", "model_state", "context"]
+# What a story (one actor on one network for a day) reads of the day's events.
+STORY_COLUMNS = [
+    "event_id", "actor", "network", "event_time", "ip", "outcome_s", "action_l", "device", "asn", "asn_org",
+    "geo_country", "geo_city", "oauth_client", "vendor_reasons", "model_state", "ua_browser", "ua_os", "net_days",
+    "prior_geo_country", "prior_ua_device_key", "prior_hour_bucket", "_jump", "_travel", "_campaign_ok", "_forest",
+    "_vendor",
+]
 
 DEFAULT_CONFIG: dict = {
     "offset": 4.0,  # points at which the score is 0.5
@@ -221,8 +228,16 @@ class RiskScorer:
         unfamiliar = (~(ev["net_days"] >= cfg["familiar_days"]) | ev["prior_ua_device_key"].lt(cfg["familiar_days"])
                       | older) & established
         candidate = (special | unfamiliar).groupby([ev["actor"], ev["network"]]).transform("any")
+        # Per-event flags once for the day, and only the columns a story reads: filtering a wide frame by a large
+        # dict for every (actor, network) pair was what made a big organisation's day slow.
+        ev["_jump"] = ev["event_id"].isin(set(jumps))
+        ev["_travel"] = ev["event_id"].isin(set(travel))
+        ev["_campaign_ok"] = (ev["outcome_s"] == "success") & ev["ip"].astype(str).isin(set(campaign_ips))
+        ev["_forest"] = ev["event_id"].isin(set(forest_flagged or ()))
+        ev["_vendor"] = ev["vendor_suspicious"].fillna(False).astype(bool) if "vendor_suspicious" in ev else False
+        story_cols = [c for c in STORY_COLUMNS if c in ev.columns]
         rows = []
-        for (actor, net), g in ev[candidate].groupby(["actor", "network"], sort=False):
+        for (actor, net), g in ev.loc[candidate, story_cols].groupby(["actor", "network"], sort=False):
             story = self._story(actor, net, g, ev, campaign_ips, campaign_actors, campaign_reason, jumps, travel,
                                 forest_flagged)
             if story is None:
@@ -348,21 +363,21 @@ class RiskScorer:
                 if len(dl) >= 3:
                     add("downloads", f"{len(dl)} downloads by the new device")
         # org-level / physical / vendor signals, on any network
-        ok = g[(g["outcome_s"] == "success") & g["ip"].astype(str).isin(campaign_ips)]
+        ok = g[g["_campaign_ok"]]
         if len(ok) or (actor in campaign_actors and not familiar and len(active)):
             ip = ok["ip"].iloc[0] if len(ok) else _s(first.get("ip"))
             add("campaign_success", f"successful sign-in from {ip}: {campaign_reason.get(ip, 'an IP in a failing-login campaign')}")
-        j = g[g["event_id"].isin(jumps)]
+        j = g[g["_jump"]]
         if len(j):
             add("session_jump", jumps[j["event_id"].iloc[0]])
-        t = g[g["event_id"].isin(travel)]
+        t = g[g["_travel"]]
         if len(t) and not familiar:
             add("impossible_travel", travel[t["event_id"].iloc[0]])
-        vend = g[g.get("vendor_suspicious", pd.Series(False, index=g.index)).fillna(False).astype(bool)]
+        vend = g[g["_vendor"]]
         if len(vend):
             why = _s(vend["vendor_reasons"].iloc[0]) if "vendor_reasons" in vend else ""
             add("vendor_flag", f"vendor flagged the activity{': ' + why if why else ''} ({len(vend)} event(s))")
-        if forest and g["event_id"].isin(forest).any():
+        if g["_forest"].any():
             add("forest", "the user's isolation forest finds these events unusual")
         if not any(p > 0 for p in points):
             return None
