@@ -134,3 +134,30 @@ def test_replay_on_a_small_demo_org_gives_unique_stable_alert_ids(small_org):
     # backfilling the days again in another order of rows gives the same incidents
     again = replay(events.sample(frac=1.0, random_state=1), min_events=20, min_days=2)
     assert set(again.alerts["alert_id"]) == set(first.alerts["alert_id"])
+
+
+def test_campaign_from_many_ips_is_one_org_alert():
+    import json as _json
+    from datetime import date as _date
+
+    import pandas as _pd
+
+    from watch_pipeline.core.alerts import build_alerts as _build
+
+    day = _date(2026, 10, 20)
+    peaks = _pd.DataFrame([
+        {"view": "ip", "key": "google|login|login_failure|failure", "day": day, "criterion": "password_spray",
+         "observed": 12 + i, "expected": 0, "threshold": 10, "z": None, "p_value": None, "score": 0.8 + i / 1000,
+         "severity": "high", "kind": "password_spray", "actor": "*", "top_samples": "[]",
+         "top_actors": _json.dumps([[f"user{i}@acme.example", 1]]), "top_ips": _json.dumps([[f"203.0.113.{i}", 12]]),
+         "reason": f"{12 + i} accounts failed from 203.0.113.{i}"}
+        for i in range(30)
+    ])
+    alerts = _build(None, peaks, day)
+    org = alerts[alerts["actor"] == "*"]
+    assert len(org) == 1
+    row = org.iloc[0]
+    assert "30 password spray sources" in row["reasons"] and "30 IPs" in row["reasons"]
+    assert len(row["ips"].split(",")) == 30
+    again = _build(None, peaks.sample(frac=1, random_state=1), day)
+    assert list(again["alert_id"]) == list(alerts["alert_id"])

@@ -34,6 +34,10 @@ DEFAULT_SETTINGS: dict = {
 }
 
 
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+MAX_ORG_REASONS = 8
+
+
 def severity_of(score: float, thresholds: dict | None = None) -> str:
     t = thresholds or DEFAULT_SETTINGS["severity_thresholds"]
     for name in ("critical", "high", "medium"):
@@ -135,29 +139,42 @@ def _actor_alerts(scores, peaks, the_day, cfg) -> list[dict]:
 
 
 def _org_alerts(peaks, the_day, cfg) -> list[dict]:
+    """One alert per org-level kind and day: a campaign from hundreds of IPs is one incident, not hundreds."""
     if peaks is None or len(peaks) == 0 or "kind" not in peaks:
         return []
     out = []
     start = pd.Timestamp(the_day)
-    for p in peaks[peaks["kind"].isin(cfg["org_kinds"])].itertuples(index=False):
-        top_ips = [str(x[0]) for x in _json_list(getattr(p, "top_ips", "[]"))]
-        top_actors = [str(x[0]) for x in _json_list(getattr(p, "top_actors", "[]"))]
-        anchor = top_ips[0] if p.kind == "password_spray" and top_ips else ""
-        score = float(p.score)
+    org = peaks[peaks["kind"].isin(cfg["org_kinds"])]
+    for kind, group in org.groupby("kind", sort=True):
+        group = group.sort_values(["score", "observed"], ascending=False, kind="stable")
+        ips, actors = [], []
+        for p in group.itertuples(index=False):
+            ips += [str(x[0]) for x in _json_list(getattr(p, "top_ips", "[]"))]
+            actors += [str(x[0]) for x in _json_list(getattr(p, "top_actors", "[]"))]
+        ips, actors = list(dict.fromkeys(ips)), list(dict.fromkeys(actors))
+        score = float(group["score"].max())
+        severities = [sv for sv in group["severity"] if isinstance(sv, str) and sv in SEVERITY_RANK]
+        severity = max(severities, key=SEVERITY_RANK.get) if severities else severity_of(score)
+        shown = [BULLET + str(r) for r in group["reason"].head(MAX_ORG_REASONS)]
+        if len(group) > 1:
+            shown.insert(0, f"{BULLET}{len(group)} {kind.replace('_', ' ')} sources on {the_day.isoformat()}, "
+                            f"{len(ips)} IPs, {len(actors)} accounts targeted")
+        if len(group) > MAX_ORG_REASONS:
+            shown.append(f"{BULLET}… and {len(group) - MAX_ORG_REASONS} more sources")
         out.append({
-            "alert_id": stable_id("org", the_day.isoformat(), p.kind, anchor),
+            "alert_id": stable_id("org", the_day.isoformat(), kind),
             "partition_date": the_day,
             "actor": "*",
             "first_seen": start,
             "last_seen": start + pd.Timedelta(days=1) - pd.Timedelta(seconds=1),
             "score": round(score, 4),
-            "severity": str(p.severity) if isinstance(p.severity, str) and p.severity else severity_of(score),
-            "kinds": str(p.kind),
-            "reasons": BULLET + str(p.reason),
+            "severity": severity,
+            "kinds": str(kind),
+            "reasons": "\n".join(shown),
             "evidence_event_ids": "",
             "model_state": "org",
-            "ips": ",".join(top_ips),
-            "context": json.dumps({"top_ips": top_ips[:10], "top_actors": top_actors[:10]}),
+            "ips": ",".join(ips),
+            "context": json.dumps({"top_ips": ips[:10], "top_actors": actors[:10], "sources": len(group)}),
             "suppressed": False,
             "suppressed_reason": "",
         })

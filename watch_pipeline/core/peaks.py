@@ -562,8 +562,11 @@ def _password_spray(ev: pd.DataFrame, the_day, config: PeakConfig) -> list[dict]
     fails = ev.loc[ev["outcome"] == OUTCOME_FAILURE]
     if fails.empty:
         return []
-    ok = ev.loc[ev["outcome"] == OUTCOME_SUCCESS, ["ip", "actor"]].drop_duplicates()
-    ok_pairs = set(zip(ok["ip"], ok["actor"]))
+    succeeded = ev.loc[ev["outcome"] == OUTCOME_SUCCESS]
+    ok_pairs = set(zip(succeeded["ip"], succeeded["actor"]))
+    # Carrier NAT pools and VPN egress hand one person several IPs a day: a success from the same network counts.
+    org = succeeded["asn_org"] if "asn_org" in succeeded else pd.Series("", index=succeeded.index)
+    ok_networks = {(o, a) for o, a in zip(org.fillna(""), succeeded["actor"]) if o}
     rows = []
     for ip, f in fails.groupby("ip"):
         if not ip:
@@ -572,7 +575,8 @@ def _password_spray(ev: pd.DataFrame, the_day, config: PeakConfig) -> list[dict]
         if accounts < config.spray_min_accounts:
             continue
         actors = f["actor"].unique()
-        success_share = sum((ip, a) in ok_pairs for a in actors) / accounts
+        net = f["asn_org"].mode().iloc[0] if "asn_org" in f and f["asn_org"].notna().any() else ""
+        success_share = sum((ip, a) in ok_pairs or (net, a) in ok_networks for a in actors) / accounts
         per_account = f.groupby("actor").size()
         if success_share > config.spray_max_success_share or per_account.median() > config.dispersed_max_per_actor:
             continue  # users who then log in from the same IP are people, not a spray
