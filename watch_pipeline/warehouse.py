@@ -163,6 +163,14 @@ class Warehouse:
         sql = f'SELECT {columns} FROM "{table}"' + (f" WHERE {where}" if where else "")
         return self.query_df(sql, params)
 
+    def latest_partition_before(self, table: str, day, column: str = "partition_date"):
+        """The newest `column` value of `table` strictly before `day` (a date), or None."""
+        if not self.table_exists(table):
+            return None
+        d = self.query_df(f'SELECT MAX("{column}") AS d FROM "{table}" WHERE "{column}" < {self.param()}',
+                          [pd.Timestamp(day).date()])["d"].iloc[0]
+        return None if d is None or pd.isna(d) else pd.Timestamp(d).date()
+
     def param(self) -> str:
         """The placeholder of this engine's driver."""
         return "?" if self.dialect == "duckdb" else "%s"

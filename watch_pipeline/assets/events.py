@@ -55,10 +55,7 @@ def prior_access_state(wh: Warehouse, day: str) -> pd.DataFrame:
     """accessLogs state before `day`: the newest snapshot, plus raw rows landed after it (a gap, or no snapshot yet)."""
     p = wh.param()
     date = pd.Timestamp(day).date()
-    snap_day = None
-    if wh.table_exists("access_state"):
-        d = wh.query_df(f'SELECT MAX(partition_date) AS d FROM "access_state" WHERE partition_date < {p}', [date])["d"].iloc[0]
-        snap_day = None if d is None or pd.isna(d) else pd.Timestamp(d).date()
+    snap_day = wh.latest_partition_before("access_state", date)
     if snap_day is None:
         snapshot = None
         since = wh.read_table("raw_slack_access", f"partition_date < {p}", [date])

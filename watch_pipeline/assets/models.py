@@ -76,13 +76,10 @@ def _day(d) -> "pd.Timestamp":
 
 def latest_snapshot(wh: Warehouse, before_day: str) -> tuple[pd.DataFrame, str | None]:
     """The newest profile snapshot strictly before `before_day` (state and its day)."""
-    if not wh.table_exists("profile_state"):
+    d = wh.latest_partition_before("profile_state", before_day)
+    if d is None:
         return pd.DataFrame(columns=STATE_COLUMNS), None
     p = wh.param()
-    last = wh.query_df(f'SELECT MAX(partition_date) AS d FROM "profile_state" WHERE partition_date < {p}', [_day(before_day)])
-    d = last["d"].iloc[0]
-    if d is None or pd.isna(d):
-        return pd.DataFrame(columns=STATE_COLUMNS), None
     state = wh.read_table("profile_state", f"partition_date = {p}", [_day(d)])
     return state[STATE_COLUMNS], pd.Timestamp(d).date().isoformat()
 
