@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(
             "\nopen the UI:\n"
             f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} WATCH_CONFIG={config} WATCH_HOME={home} "
-            "dagster dev -w workspace.yaml\n"
+            f"{Path(sys.executable).parent / 'dagster'} dev -w workspace.yaml\n"
             f"ground truth of the demo (never read by the pipeline): {org.labels_path}"
         )
     return rc
