@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pandas as pd

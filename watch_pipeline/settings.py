@@ -8,7 +8,7 @@ read from this file: it names the environment variables that hold them. Busybody
 from __future__ import annotations
 
 import os
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -209,7 +209,3 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         if value and not Path(value).is_absolute():
             setattr(getattr(settings, section), key, str(base / value))
     return settings.with_env()
-
-
-def now_utc() -> datetime:
-    return datetime.utcnow()

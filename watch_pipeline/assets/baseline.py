@@ -99,7 +99,7 @@ def peaks(context: dg.AssetExecutionContext, warehouse: WarehouseResource, setti
     found = pd.DataFrame()
     chart = "_no days_"
     for day in partition_days(context):
-        today = window_rows(wh, "baseline_daily", (pd.Timestamp(day) + pd.Timedelta(days=1)).date().isoformat(), 1)
+        today = wh.read_table("baseline_daily", f"day = {wh.param()}", [pd.Timestamp(day).date()])
         history = window_rows(wh, "baseline_daily", day, conf.window_days)
         ev = day_events(wh, day, _EVENT_COLUMNS_FOR_PEAKS)
         day_peaks = pd.concat([detect_peaks(today, history, conf), attack_patterns(ev, history, conf)], ignore_index=True)

@@ -11,11 +11,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
 
-import numpy as np
 import pandas as pd
 
 from watch_pipeline.core.schema import ALERT_COLUMNS, stable_id

@@ -181,7 +181,7 @@ class RiskScorer:
         previous_events: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """One row per risky event (score >= min_score): SCORE_COLUMNS."""
-        cfg, w = self.cfg_, self.cfg_["weights"]
+        cfg = self.cfg_
         if events_day is None or len(events_day) == 0:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORE_COLUMNS})
         ev = events_day[events_day["actor"].notna()].copy()

@@ -1,7 +1,6 @@
 """Dagster resources for the warehouse and the settings file."""
 
 
-from functools import cached_property
 
 import dagster as dg
 from pydantic import PrivateAttr
