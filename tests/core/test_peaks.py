@@ -106,6 +106,48 @@ def test_daily_key_stats_columns_and_numbers():
     assert pk.daily_key_stats(other, day=day)["sub_count"].max() == 4
 
 
+
+def _reference_stats(events: pd.DataFrame, view: str, n: int) -> dict[str, tuple]:
+    """The LST columns and top list per key, computed the obvious way (dicts and sorted), for comparison."""
+    out = {}
+    keys = events[["source", "app", "action", "outcome"]].astype(str).agg("|".join, axis=1)
+    for key, grp in events.groupby(keys):
+        counts = grp[view].astype(str).value_counts()
+        c = counts.to_numpy(dtype=float)
+        std = float(np.std(c, ddof=1)) if len(c) >= 2 else 0.0
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        out[key] = (int(c.sum()), len(c), int(c.max()), float(c.mean()), std, [[k, int(v)] for k, v in top])
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_daily_key_stats_match_a_plain_reference_with_ties_and_any_row_order(seed):
+    """Counts, moments and top lists equal a dict-based computation; ties are ordered by value, not by row order."""
+    rng = np.random.default_rng(seed)
+    day = dt.date(2026, 9, 1)
+    rows = []
+    for k in range(3000):
+        action, outcome = [("login_failure", "failure"), ("login_success", "success"), ("download", "info")][
+            rng.integers(3)
+        ]
+        # a long tail of values seen once or twice (big ties at the n-th count) and a few busy ones
+        who = int(rng.zipf(1.6)) % 400 if rng.random() < 0.5 else int(rng.integers(400, 4000))
+        rows.append(_ev(day, rng.integers(24 * 60), "login", action, outcome, f"u{who}@x", f"10.0.{who % 7}.{who % 251}"))
+    events = frame(rows)
+    stats = pk.daily_key_stats(events, top_n=10)
+    for view in ("actor", "ip"):
+        expected = _reference_stats(events, view, 10)
+        got = stats.loc[stats["view"] == view].set_index("key")
+        assert set(got.index) == set(expected)
+        for key, (sub, samp, mx, mean, std, top) in expected.items():
+            r = got.loc[key]
+            assert (r["sub_count"], r["samp_count"], r["samp_sub_count_max"]) == (sub, samp, mx)
+            assert math.isclose(r["samp_sub_count_mean"], mean) and math.isclose(r["samp_sub_count_std"], std, abs_tol=1e-9)
+            assert json.loads(r["top_samples"]) == top, (view, key)
+    shuffled = events.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    pd.testing.assert_frame_equal(pk.daily_key_stats(shuffled, top_n=10), stats)
+
+
 def test_normal_day_has_no_peaks(history):
     _, peaks = run_day(normal_day(TEST_DAY, 999), history)
     assert peaks.empty, peaks[["key", "criterion", "reason"]].to_string()

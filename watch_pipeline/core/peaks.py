@@ -20,6 +20,7 @@ statistical peaks alone are capped at medium, and dispersed failures (e.g. an or
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import math
 from collections.abc import Sequence
@@ -165,16 +166,15 @@ def _key_codes(events: pd.DataFrame, dims: Sequence[str]) -> tuple[np.ndarray, l
 
 
 class _PairCounts:
-    """Events per (key, value) pair, sorted by key then count (desc), from integer key codes and a value column."""
+    """Events per (key, value) pair from integer key codes and a value column, sorted by key then count (desc)."""
 
     def __init__(self, key_codes: np.ndarray, n_keys: int, values: pd.Series) -> None:
         vcodes, self.uniques = pd.factorize(values, use_na_sentinel=False)
-        pairs, counts = np.unique(key_codes.astype(np.int64) * len(self.uniques) + vcodes, return_counts=True)
-        self.key, self.value, self.count = pairs // len(self.uniques), pairs % len(self.uniques), counts
-        # Ties in count are broken by the value itself, never by row order (warehouses promise no order).
-        label_rank = np.argsort(np.argsort(np.asarray(self.uniques, dtype=object).astype(str), kind="stable"), kind="stable")
-        order = np.lexsort((label_rank[self.value], -self.count, self.key))
-        self.key, self.value, self.count = self.key[order], self.value[order], self.count[order]
+        n_values = max(len(self.uniques), 1)
+        pairs, counts = np.unique(key_codes.astype(np.int64) * n_values + vcodes, return_counts=True)
+        key, value = pairs // n_values, pairs % n_values
+        order = np.lexsort((-counts, key))  # integers only: labels are compared later, and only where counts tie
+        self.key, self.value, self.count = key[order], value[order], counts[order]
         self.n_keys = n_keys
 
     def aggregates(self) -> dict[str, np.ndarray]:
@@ -196,18 +196,36 @@ class _PairCounts:
         }
 
     def top_json(self, n: int) -> list[str]:
-        starts = np.searchsorted(self.key, np.arange(self.n_keys))
-        ends = np.searchsorted(self.key, np.arange(self.n_keys), side="right")
-        ends = np.minimum(ends, starts + n)
-        picked = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if self.n_keys else np.array([], int)
-        # only the picked labels leave the (possibly Arrow-backed) uniques: cheap with 1e5 distinct samples
-        labels = np.asarray(self.uniques.take(self.value[picked]), dtype=object)
-        counts = self.count[picked]
+        """JSON [[value, events], ...] of the ``n`` busiest values per key; equal counts are ordered by the value.
+
+        Ties are broken by the value itself, never by row order (warehouses promise no order). Only the values whose
+        count ties with the n-th are compared, and a large tie (a million samples seen once) costs one linear pass.
+        """
+        keys = np.arange(self.n_keys)
+        starts = np.searchsorted(self.key, keys)
+        m = np.minimum(n, np.searchsorted(self.key, keys, side="right") - starts)
+        # Per key, [start, above): counts above the n-th (fewer than n); [above, tie_end): the tie group at the n-th.
+        kth = np.where(m > 0, self.count[np.minimum(starts + m - 1, len(self.count) - 1)], 0) if len(self.count) else m
+        rank = self.key * (self.count.max() + 1 if len(self.count) else 1) - self.count  # ascending along the array
+        base = keys * (self.count.max() + 1 if len(self.count) else 1)
+        above = np.searchsorted(rank, base - kth, side="left")
+        tie_end = np.searchsorted(rank, base - kth, side="right")
+        tie_end = np.where(m > 0, tie_end, starts)
+        above = np.where(m > 0, above, starts)
+        picked = np.concatenate([np.arange(a, b) for a, b in zip(starts, tie_end)]) if self.n_keys else np.array([], int)
+        # Only the labels needed leave the (possibly Arrow-backed) uniques, in one take.
+        labels = [str(v) for v in np.asarray(self.uniques.take(self.value[picked]), dtype=object)]
+        counts = self.count[picked].tolist()
         out, pos = [], 0
-        for a, b in zip(starts, ends):
-            m = b - a
-            out.append(json.dumps([[str(v), int(c)] for v, c in zip(labels[pos : pos + m], counts[pos : pos + m])]))
-            pos += m
+        for s, a, t, mk in zip(starts.tolist(), above.tolist(), tie_end.tolist(), m.tolist()):
+            n_above, n_tied = a - s, t - a
+            head = sorted(zip((-c for c in counts[pos : pos + n_above]), labels[pos : pos + n_above]))
+            tied = labels[pos + n_above : pos + n_above + n_tied]
+            need = mk - n_above
+            tied = heapq.nsmallest(need, tied) if n_tied > 4 * need else sorted(tied)[:need]
+            kc = counts[pos + n_above] if n_tied else 0
+            out.append(json.dumps([[v, -c] for c, v in head] + [[v, kc] for v in tied]))
+            pos += n_above + n_tied
         return out
 
 
@@ -236,6 +254,11 @@ def daily_key_stats(
         if events.empty:
             return pd.DataFrame(columns=cols)
     key_codes, keys = _key_codes(events, dims)
+    # Keys in label order, so that the same events in any row order give the same frame.
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = np.arange(len(keys))
+    key_codes, keys = rank[key_codes], [keys[i] for i in order]
     n_keys = len(keys)
     hours = pd.to_datetime(events["event_time"]).dt.hour.to_numpy()
     hourly = np.bincount(key_codes * 24 + hours, minlength=n_keys * 24).reshape(n_keys, 24)
@@ -332,22 +355,24 @@ def detect_peaks(today: pd.DataFrame, history: pd.DataFrame | None, config: Peak
         return pd.DataFrame(columns=cols)
     history = history if history is not None else pd.DataFrame(columns=today.columns)
     out = []
+    # Plain arrays once: per-row pandas access would cost more than the statistics themselves.
+    h_day = pd.to_datetime(history["day"]).to_numpy(dtype="datetime64[D]") if len(history) else np.array([], "datetime64[D]")
+    h_view = history["view"].to_numpy(dtype=object) if len(history) else np.array([], object)
     for the_day, today_day in today.groupby("day", sort=True):
         the_day = pd.Timestamp(the_day).date()
-        lo = the_day - dt.timedelta(days=config.window_days)
-        if len(history):
-            codes, uniq = pd.factorize(history["day"])
-            keep = np.array([lo <= pd.Timestamp(d).date() < the_day for d in uniq], dtype=bool)
-            window = history.loc[keep[codes]] if len(uniq) else history
-        else:
-            window = history
+        lo = np.datetime64(the_day - dt.timedelta(days=config.window_days), "D")
+        in_window = (h_day >= lo) & (h_day < np.datetime64(the_day, "D"))
         for view, tv in today_day.groupby("view", sort=True):
-            out.extend(_detect_view(tv, window.loc[window["view"] == view], the_day, view, config))
+            mask = in_window & (h_view == view)
+            out.extend(_detect_view(tv, history.loc[mask], h_day[mask], the_day, view, config))
     return pd.DataFrame(out, columns=cols)
 
 
-def _detect_view(tv: pd.DataFrame, hv: pd.DataFrame, the_day: dt.date, view: str, config: PeakConfig) -> list[dict]:
-    days = sorted({pd.Timestamp(d).date() for d in pd.unique(hv["day"])}) if len(hv) else []
+def _detect_view(
+    tv: pd.DataFrame, hv: pd.DataFrame, hv_day: np.ndarray, the_day: dt.date, view: str, config: PeakConfig
+) -> list[dict]:
+    day_values, h_days = np.unique(hv_day, return_inverse=True)
+    days = [d.item() for d in day_values]
     n_days = len(days)
     if n_days < config.min_history_days:
         return []  # too little history to call anything unusual, or new
@@ -363,12 +388,8 @@ def _detect_view(tv: pd.DataFrame, hv: pd.DataFrame, the_day: dt.date, view: str
     }[config.seasonality] if n_ref < n_days else ""
 
     keys = tv["key"].to_numpy(dtype=object)
-    today_rows = tv.to_dict("records")
     key_index = {k: i for i, k in enumerate(keys)}
-    day_index = {d: j for j, d in enumerate(days)}
-    day_codes, day_uniques = pd.factorize(hv["day"])
-    h_days = np.array([day_index[pd.Timestamp(d).date()] for d in day_uniques], dtype=np.int64)[day_codes]
-    key_codes, key_uniques = pd.factorize(hv["key"])
+    key_codes, key_uniques = pd.factorize(hv["key"].to_numpy(dtype=object))
     h_keys = np.array([key_index.get(k, -1) for k in key_uniques], dtype=np.int64)[key_codes]
     known = h_keys >= 0
     seen = set(key_uniques)
@@ -402,15 +423,16 @@ def _detect_view(tv: pd.DataFrame, hv: pd.DataFrame, the_day: dt.date, view: str
                 results[key].append(
                     (pval[i], criterion, obs[i], mu[i], thr[i], z[i], med[i], mad[i], noun.format(view=view))
                 )
+    sub_counts = tv["sub_count"].to_numpy()
     for i, key in enumerate(keys):
-        row = today_rows[i]
         if key not in seen:
-            if row["sub_count"] >= config.new_series_min_count:
-                rows.append(_new_series_row(row, the_day, view, n_days, config))
+            if sub_counts[i] >= config.new_series_min_count:
+                rows.append(_new_series_row(tv.iloc[i].to_dict(), the_day, view, n_days, config))
             continue
         fired = sorted(results[key], key=lambda t: t[0])
         if not fired:
             continue
+        row = tv.iloc[i].to_dict()
         p, criterion, o, e, thr_i, z_i, med_i, mad_i, noun = fired[0]
         score = _score_from_p(p)
         kind, severity = f"{criterion}_spike", _cap(_severity(score), config.generic_max_severity)
