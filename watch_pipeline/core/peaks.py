@@ -154,7 +154,7 @@ def _key_codes(events: pd.DataFrame, dims: Sequence[str]) -> tuple[np.ndarray, l
             return codes, _key_labels(events[list(dims)].drop_duplicates())
         combined = combined * max(len(u), 1) + codes
         uniques.append(u)
-    present, key_codes = np.unique(combined, return_inverse=True)
+    key_codes, present = pd.factorize(combined)
     parts = []
     rest = present.copy()
     for u in reversed(uniques):
@@ -171,7 +171,9 @@ class _PairCounts:
     def __init__(self, key_codes: np.ndarray, n_keys: int, values: pd.Series) -> None:
         vcodes, self.uniques = pd.factorize(values, use_na_sentinel=False)
         n_values = max(len(self.uniques), 1)
-        pairs, counts = np.unique(key_codes.astype(np.int64) * n_values + vcodes, return_counts=True)
+        # hashing beats sorting here: the order comes from the lexsort below
+        pair_codes, pairs = pd.factorize(key_codes.astype(np.int64) * n_values + vcodes)
+        counts = np.bincount(pair_codes, minlength=len(pairs))
         key, value = pairs // n_values, pairs % n_values
         order = np.lexsort((-counts, key))  # integers only: labels are compared later, and only where counts tie
         self.key, self.value, self.count = key[order], value[order], counts[order]
