@@ -118,9 +118,9 @@ class PeakConfig:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _top_json(counts: pd.Series, n: int) -> str:
+def _top_json(counts: pd.Series | dict, n: int) -> str:
     # Ties are broken by the key, not by row order: warehouses do not promise an order.
-    items = sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0]))[:n]
+    items = heapq.nsmallest(n, ((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0]))
     return json.dumps([[k, v] for k, v in items])
 
 
@@ -526,11 +526,9 @@ def _row(row, the_day, view, criterion, observed, expected, threshold, z, p, sco
 
 
 def _is_hosting(asn_org: pd.Series, markers: Sequence[str]) -> pd.Series:
-    org = asn_org.astype("string").fillna("").str.lower()
-    hit = pd.Series(False, index=asn_org.index)
-    for m in markers:
-        hit |= org.str.contains(m, regex=False)
-    return hit
+    codes, orgs = pd.factorize(asn_org.astype("string").fillna(""))  # a few hundred networks, not every event
+    hit = np.array([any(m in str(o).lower() for m in markers) for o in orgs], dtype=bool)
+    return pd.Series(hit[codes] if len(orgs) else np.zeros(len(asn_org), bool), index=asn_org.index)
 
 
 def _span_minutes(times: pd.Series) -> float:
@@ -581,40 +579,65 @@ def _attack_row(the_day, view, key, criterion, observed, expected, threshold, sc
     }
 
 
+def _modes(frame: pd.DataFrame, by: str, col: str) -> pd.Series:
+    """Per group of ``by``, the most frequent value of ``col`` (the smallest among equals, as ``Series.mode``)."""
+    counts = frame.groupby([by, col], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values([by, "n", col], ascending=[True, False, True], kind="stable")
+    return counts.drop_duplicates(by).set_index(by)[col]
+
+
 def _password_spray(ev: pd.DataFrame, the_day, config: PeakConfig) -> list[dict]:
     """Few IPs, many distinct accounts failing, few attempts each, and those accounts do not then succeed there."""
-    fails = ev.loc[ev["outcome"] == OUTCOME_FAILURE]
+    fails = ev.loc[(ev["outcome"] == OUTCOME_FAILURE) & (ev["ip"] != "")]
     if fails.empty:
         return []
+    # Grouped once for all IPs: a distributed campaign has hundreds of spraying IPs a day.
+    accounts = fails.groupby("ip", sort=False)["actor"].nunique()
+    candidates = accounts.index[accounts >= config.spray_min_accounts]
+    fails = fails.loc[fails["ip"].isin(candidates)]
+    if fails.empty:
+        return []
+    per_pair = fails.groupby(["ip", "actor"], sort=False).size().rename("attempts").reset_index()
+    net = _modes(fails, "ip", "asn_org")
+    key = _modes(fails, "ip", "key")
+    per_pair["net"] = per_pair["ip"].map(net)
+    # Users who then log in from the same IP are people, not a spray. Carrier NAT pools and VPN egress hand one
+    # person several IPs a day: a success from the same network counts too.
     succeeded = ev.loc[ev["outcome"] == OUTCOME_SUCCESS]
-    ok_pairs = set(zip(succeeded["ip"], succeeded["actor"]))
-    # Carrier NAT pools and VPN egress hand one person several IPs a day: a success from the same network counts.
-    org = succeeded["asn_org"] if "asn_org" in succeeded else pd.Series("", index=succeeded.index)
-    ok_networks = {(o, a) for o, a in zip(org.fillna(""), succeeded["actor"]) if o}
+    ok_ip = succeeded[["ip", "actor"]].drop_duplicates().assign(ok_ip=True)
+    ok_net = succeeded.loc[succeeded["asn_org"] != "", ["asn_org", "actor"]].drop_duplicates()
+    ok_net = ok_net.rename(columns={"asn_org": "net"}).assign(ok_net=True)
+    per_pair = per_pair.merge(ok_ip, on=["ip", "actor"], how="left").merge(ok_net, on=["net", "actor"], how="left")
+    per_pair["ok"] = per_pair["ok_ip"].fillna(False).astype(bool) | per_pair["ok_net"].fillna(False).astype(bool)
+    by_ip = per_pair.groupby("ip", sort=True).agg(
+        accounts=("actor", "size"), success_share=("ok", "mean"), median_attempts=("attempts", "median")
+    )
+    times = fails.groupby("ip")["event_time"]
+    span = (times.quantile(0.95, interpolation="higher") - times.quantile(0.05, interpolation="lower"))
+    events_per_ip = fails.groupby("ip").size()
+    by_ip = by_ip.loc[
+        (by_ip["success_share"] <= config.spray_max_success_share)
+        & (by_ip["median_attempts"] <= config.dispersed_max_per_actor)
+    ]
+    attempts = {
+        ip: dict(zip(g["actor"].tolist(), g["attempts"].tolist()))
+        for ip, g in per_pair.loc[per_pair["ip"].isin(by_ip.index), ["ip", "actor", "attempts"]].groupby("ip")
+    }
     rows = []
-    for ip, f in fails.groupby("ip"):
-        if not ip:
-            continue
-        accounts = f["actor"].nunique()
-        if accounts < config.spray_min_accounts:
-            continue
-        actors = f["actor"].unique()
-        net = f["asn_org"].mode().iloc[0] if "asn_org" in f and f["asn_org"].notna().any() else ""
-        success_share = sum((ip, a) in ok_pairs or (net, a) in ok_networks for a in actors) / accounts
-        per_account = f.groupby("actor").size()
-        if success_share > config.spray_max_success_share or per_account.median() > config.dispersed_max_per_actor:
-            continue  # users who then log in from the same IP are people, not a spray
-        span = _span_minutes(f["event_time"])
-        asn_org = f["asn_org"].mode().iloc[0] if "asn_org" in f and len(f) else ""
-        score = min(1.0, 0.75 + 0.05 * math.log2(accounts / config.spray_min_accounts + 1))
+    for ip, r in zip(by_ip.index, by_ip.to_dict("records")):
+        accounts_n = int(r["accounts"])
+        asn_org = net.get(ip, "")
+        mine = attempts[ip]
+        span_min = float(span[ip].total_seconds() / 60.0) if events_per_ip[ip] >= 2 else 0.0
+        score = min(1.0, 0.75 + 0.05 * math.log2(accounts_n / config.spray_min_accounts + 1))
         reason = (
-            f"{accounts} accounts failed from {ip}{' (' + asn_org + ')' if asn_org else ''} in {span:.0f} min, "
-            f"{per_account.median():.0f} attempt(s) each; {success_share:.0%} of them then succeeded from that IP"
+            f"{accounts_n} accounts failed from {ip}{' (' + asn_org + ')' if asn_org else ''} in {span_min:.0f} min, "
+            f"{r['median_attempts']:.0f} attempt(s) each; {r['success_share']:.0%} of them then succeeded from that IP"
         )
         rows.append(_attack_row(
-            the_day, "ip", f["key"].mode().iloc[0], "password_spray", accounts, 0, config.spray_min_accounts,
-            score, _severity(score), "password_spray", "*", _pairs(per_account, config.top_n),
-            json.dumps([[ip, int(len(f))]]), reason,
+            the_day, "ip", key[ip], "password_spray", accounts_n, 0, config.spray_min_accounts,
+            score, _severity(score), "password_spray", "*", _pairs(mine, config.top_n),
+            json.dumps([[ip, int(events_per_ip[ip])]]), reason,
         ))
     return rows
 
