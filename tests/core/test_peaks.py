@@ -308,4 +308,10 @@ def test_baseline_markdown_lists_busiest_keys(history):
     text = pk.baseline_markdown(today, history)
     lines = text.splitlines()
     assert lines[0].startswith("| key | today |") and len(lines) >= 4
-    assert "google|login|login_success|success" in text
+    # keys are escaped so that each row keeps its 6 columns, and every row has a bar
+    assert "`google · login · login_success · success`" in text
+    assert all(line.count("|") == 7 for line in lines)
+    assert all("█" in line for line in lines[2:])
+    busiest = today.loc[today["view"] == "actor"].nlargest(1, "sub_count").iloc[0]
+    assert f"| {busiest['sub_count']:,} |" in lines[2]
+    assert pk.baseline_markdown(today.iloc[0:0], history) == "_no events_"

@@ -11,7 +11,15 @@ import pandas as pd
 
 from watch_pipeline.assets.common import daily_asset, markdown_preview, partition_days
 from watch_pipeline.assets.events import events
-from watch_pipeline.core.peaks import KEY_STATS_COLUMNS, PEAK_COLUMNS, PeakConfig, attack_patterns, daily_key_stats, detect_peaks
+from watch_pipeline.core.peaks import (
+    KEY_STATS_COLUMNS,
+    PEAK_COLUMNS,
+    PeakConfig,
+    attack_patterns,
+    baseline_markdown,
+    daily_key_stats,
+    detect_peaks,
+)
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
 
@@ -35,27 +43,6 @@ def window_rows(wh: Warehouse, table: str, day: str, days_back: int, column: str
     start = (pd.Timestamp(day) - pd.Timedelta(days=days_back)).date()
     p = wh.param()
     return wh.read_table(table, f'"{column}" >= {p} AND "{column}" < {p}', [start, end])
-
-
-def baseline_chart(today: pd.DataFrame, history: pd.DataFrame, top: int = 8) -> str:
-    """Markdown table with a bar per key: today's events vs the window's mean per day."""
-    if today is None or today.empty:
-        return "_no events_"
-    t = today[today["view"] == "actor"].set_index("key")["sub_count"]
-    h = (
-        history[history["view"] == "actor"].groupby("key")["sub_count"].sum() / max(1, history["day"].nunique())
-        if history is not None and len(history)
-        else pd.Series(dtype=float)
-    )
-    keys = t.sort_values(ascending=False).head(top).index
-    scale = max(1.0, float(max(t.max(), h.max() if len(h) else 0)))
-    lines = ["| key | today | baseline/day | |", "|---|---:|---:|---|"]
-    for k in keys:
-        today_n, base = float(t.get(k, 0)), float(h.get(k, 0))
-        bar = "█" * max(1, round(20 * today_n / scale)) + " · " + "░" * max(0, round(20 * base / scale))
-        key = str(k).replace("|", " · ")  # a raw '|' would split the markdown table's columns
-        lines.append(f"| `{key}` | {int(today_n):,} | {base:,.1f} | {bar} |")
-    return "\n".join(lines)
 
 
 @daily_asset(
@@ -106,7 +93,7 @@ def peaks(context: dg.AssetExecutionContext, warehouse: WarehouseResource, setti
         total += wh.replace_partitions("peaks", day_peaks, [day], column="day")
         if len(day_peaks):
             found = pd.concat([found, day_peaks], ignore_index=True)
-        chart = baseline_chart(today, history)
+        chart = baseline_markdown(today, history, conf)
         context.log.info(f"peaks {day}: {len(day_peaks)} ({', '.join(sorted(set(day_peaks['kind']))) if len(day_peaks) else '-'})")
     by_kind = found["kind"].value_counts().to_dict() if len(found) else {}
     return dg.MaterializeResult(

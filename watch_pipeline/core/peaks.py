@@ -721,14 +721,17 @@ def find_peaks(
 
 def baseline_markdown(
     today: pd.DataFrame, history: pd.DataFrame | None, config: PeakConfig | None = None, view: str = "actor",
-    top: int = 10,
+    top: int = 8,
 ) -> str:
-    """A markdown table of today vs baseline (same day type, median of the window) for the busiest keys of a view."""
+    """Markdown of today vs baseline for the busiest keys of a view, with a bar each (the asset's metadata chart).
+
+    The baseline is the median per day over the window's days of the same type (weekday / weekend), as the detector
+    uses; a key absent from the window shows as ``new``.
+    """
     config = config or PeakConfig()
-    tv = today.loc[today["view"] == view].nlargest(top, "sub_count")
-    lines = ["| key | today | baseline median | ratio | distinct |", "|---|---:|---:|---:|---:|"]
-    if tv.empty:
-        return "\n".join(lines)
+    tv = today.loc[today["view"] == view].nlargest(top, "sub_count") if today is not None and len(today) else today
+    if tv is None or tv.empty:
+        return "_no events_"
     the_day = pd.Timestamp(tv["day"].iloc[0]).date()
     base: dict[str, float] = {}
     if history is not None and len(history):
@@ -740,8 +743,14 @@ def baseline_markdown(
         if len(hv):
             wide = hv.pivot_table(index="key", columns="day", values="sub_count", aggfunc="sum", fill_value=0)
             base = wide.median(axis=1).to_dict()
+    scale = max(1.0, float(tv["sub_count"].max()), max(base.values(), default=0.0))
+    lines = ["| key | today | baseline median/day | ratio | distinct | today █ vs baseline ░ |", "|---|---:|---:|---:|---:|---|"]
     for r in tv.itertuples(index=False):
         b = base.get(r.key)
         ratio = f"{r.sub_count / b:.1f}x" if b else "new" if b is None else "-"
-        lines.append(f"| {r.key} | {r.sub_count} | {'' if b is None else f'{b:.1f}'} | {ratio} | {r.samp_count} |")
+        bar = "█" * max(1, round(20 * r.sub_count / scale)) + " " + "░" * round(20 * (b or 0) / scale)
+        key = str(r.key).replace("|", " · ")  # a raw '|' would split the markdown table's columns
+        lines.append(
+            f"| `{key}` | {r.sub_count:,} | {'' if b is None else f'{b:,.1f}'} | {ratio} | {r.samp_count:,} | {bar} |"
+        )
     return "\n".join(lines)
