@@ -9,7 +9,7 @@ from watch_pipeline.jobs import ALL_JOBS
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.notify_jobs import NOTIFIER_JOBS
 from watch_pipeline.schedules import ALL_SCHEDULES
-from watch_pipeline.sensors import NOTIFIER_SENSORS
+from watch_pipeline.sensors import ALL_SENSORS
 
 # Both resources read their locations from the environment at run time (WATCH_WAREHOUSE_URL / WATCH_HOME,
 # WATCH_CONFIG), so no URL or password ever lands in run config or in the UI.
@@ -21,7 +21,7 @@ defs = dg.Definitions(
     resources=RESOURCES,
     jobs=[*ALL_JOBS, *NOTIFIER_JOBS],
     schedules=ALL_SCHEDULES,
-    sensors=NOTIFIER_SENSORS,
+    sensors=ALL_SENSORS,
     # One process per run: the DuckDB warehouse takes one writer at a time, and per-step processes would each pay
     # 5-8 s of imports. Scale-out (PostgreSQL warehouse) can override this per job in run config.
     executor=dg.in_process_executor,

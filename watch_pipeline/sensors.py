@@ -1,4 +1,4 @@
-"""Notifier sensors: one plain sensor per channel, following every `alerts` materialization.
+"""Sensors: the notifiers (one plain sensor per channel, following every `alerts` materialization) and late data.
 
 Not `@asset_sensor`: that one only sees the newest materialization since its cursor and would skip partitions
 materialized between two ticks. Here the cursor is the `storage_id` of the last handled materialization and every
@@ -13,15 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
+import pandas as pd
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     BACKFILL_ID_TAG,
 )
 
+from watch_pipeline.core.late import late_days, rerun_range
+from watch_pipeline.jobs import daily_pipeline_job
 from watch_pipeline.notifiers import CHANNELS
 from watch_pipeline.notify_jobs import NOTIFIER_JOBS, NOTIFY_JOBS, NotifyConfig, run_config
-from watch_pipeline.resources.warehouse import SettingsResource
+from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
+from watch_pipeline.warehouse import open_warehouse
 
 ALERTS_KEY = dg.AssetKey("alerts")
 MAX_MATERIALIZATIONS_PER_TICK = 200
@@ -105,5 +109,100 @@ notify_webhook_sensor = NOTIFY_SENSORS["webhook"]
 notify_csv_sensor = NOTIFY_SENSORS["csv"]
 NOTIFIER_SENSORS = [notify_slack_sensor, notify_webhook_sensor, notify_csv_sensor]
 
-__all__ = ["NOTIFIER_JOBS", "NOTIFIER_SENSORS", "notify_csv_sensor", "notify_slack_sensor", "notify_webhook_sensor",
-           "plan_run_requests"]
+
+# ----------------------------------------------------------------------------------------------------------------
+# late data
+# ----------------------------------------------------------------------------------------------------------------
+
+EVENTS_KEY = dg.AssetKey("events")
+RAW_TABLES = ("raw_google", "raw_slack_audit", "raw_slack_access")
+LATE_LOOKBACK_DAYS = 30
+_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+           dg.DagsterRunStatus.STARTED]
+
+
+def landed_per_day(wh, since) -> pd.DataFrame:
+    """partition_date, last_ingest: the newest landing time of any raw row per day since `since`."""
+    parts = [
+        wh.query_df(
+            f'SELECT partition_date, MAX(ingest_time) AS last_ingest FROM "{t}" '
+            f"WHERE partition_date >= {wh.param()} GROUP BY partition_date",
+            [since],
+        )
+        for t in RAW_TABLES
+        if wh.table_exists(t)
+    ]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["partition_date", "last_ingest"])
+    return pd.concat(parts).groupby("partition_date", as_index=False)["last_ingest"].max()
+
+
+def events_built_at(instance: dg.DagsterInstance, days: list[str]) -> dict[str, pd.Timestamp]:
+    """UTC time of the newest `events` materialization of each of these days (days never built are left out)."""
+    if not days:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=EVENTS_KEY, asset_partitions=days), limit=10_000, ascending=False
+    ).records
+    out: dict[str, pd.Timestamp] = {}
+    for r in records:
+        if r.partition_key and r.partition_key not in out:
+            out[r.partition_key] = pd.Timestamp(r.timestamp, unit="s", tz="UTC")
+    return out
+
+
+@dg.sensor(
+    name="late_data_sensor",
+    job=daily_pipeline_job,
+    minimum_interval_seconds=900,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Rebuilds the days whose raw rows the live poll landed after they were built (first late day through "
+    "the newest built day, one range run). Turn it on together with the live poll.",
+)
+def late_data_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
+    active = context.instance.get_run_records(
+        dg.RunsFilter(job_name=daily_pipeline_job.name, statuses=_ACTIVE), limit=1
+    )
+    if active:
+        # one writer at a time (a DuckDB file takes one), and the running build may already include the rows
+        return dg.SensorResult(skip_reason=dg.SkipReason("a daily_pipeline run is in progress"))
+    built_days = sorted(context.instance.get_materialized_partitions(EVENTS_KEY))
+    if not built_days:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no events partition built yet"))
+    since = (pd.Timestamp(built_days[-1]) - pd.Timedelta(days=LATE_LOOKBACK_DAYS)).date()
+    try:
+        # A connection of its own, closed at once: an open DuckDB file would lock the runs out.
+        wh = open_warehouse(url=warehouse.url, path=warehouse.path)
+    except Exception as exc:  # a run holds the DuckDB file: try again at the next tick
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"warehouse busy: {type(exc).__name__}"))
+    try:
+        landed = landed_per_day(wh, since)
+    finally:
+        wh.close()
+    days = sorted({pd.Timestamp(d).date().isoformat() for d in landed["partition_date"]})
+    built = events_built_at(context.instance, days)
+    late = late_days(landed, built)
+    span = rerun_range(late, built_days)
+    if span is None:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(f"no late rows in the {LATE_LOOKBACK_DAYS} days up to {built_days[-1]}")
+        )
+    newest = _utc_max(landed.loc[[pd.Timestamp(d).date().isoformat() in late for d in landed["partition_date"]], "last_ingest"])
+    context.log.info(f"late rows for {', '.join(late)}: rebuilding {span[0]}..{span[1]}")
+    return dg.SensorResult(run_requests=[dg.RunRequest(
+        run_key=f"late:{span[0]}..{span[1]}:{newest.isoformat()}",
+        tags={ASSET_PARTITION_RANGE_START_TAG: span[0], ASSET_PARTITION_RANGE_END_TAG: span[1],
+              "watch/trigger": "late_data", "watch/late_days": ",".join(late)[:200]},
+    )])
+
+
+def _utc_max(times: pd.Series) -> pd.Timestamp:
+    t = pd.to_datetime(times).max()
+    return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
+
+
+ALL_SENSORS = [*NOTIFIER_SENSORS, late_data_sensor]
+
+__all__ = ["ALL_SENSORS", "NOTIFIER_JOBS", "NOTIFIER_SENSORS", "late_data_sensor", "notify_csv_sensor",
+           "notify_slack_sensor", "notify_webhook_sensor", "plan_run_requests"]
