@@ -145,6 +145,21 @@ class Warehouse:
             self._execute(cur, f'DROP TABLE "_stage_{table}"')
         return after - before
 
+    def upsert(self, table: str, df: pd.DataFrame, key: str) -> int:
+        """Insert `df`'s rows, replacing the rows of the same `key` (the last copy in `df` wins). Returns rows written."""
+        self.ensure_table(table)
+        frame = self.conform(table, df).drop_duplicates(subset=[key], keep="last")
+        if frame.empty:
+            return 0
+        with self.transaction() as cur:
+            self._execute(cur, f'CREATE TEMP TABLE IF NOT EXISTS "_stage_{table}" AS SELECT * FROM "{table}" WHERE 1=0')
+            self._execute(cur, f'DELETE FROM "_stage_{table}"')
+            self._insert_frame(cur, f"_stage_{table}", frame)
+            self._execute(cur, f'DELETE FROM "{table}" WHERE "{key}" IN (SELECT "{key}" FROM "_stage_{table}")')
+            self._execute(cur, f'INSERT INTO "{table}" SELECT * FROM "_stage_{table}"')
+            self._execute(cur, f'DROP TABLE "_stage_{table}"')
+        return len(frame)
+
     def _count(self, cur: Any, table: str) -> int:
         self._execute(cur, f'SELECT COUNT(*) FROM "{table}"')
         return int(cur.fetchone()[0])

@@ -44,10 +44,16 @@ def _day_frame(wh: Warehouse, table: str, day: str) -> pd.DataFrame:
 
 
 def _known_slack_ids(wh: Warehouse, day: str) -> dict[str, str]:
-    ids = wh.read_table("identities", f"partition_date <= {wh.param()}", [pd.Timestamp(day).date()])
-    if ids.empty:
+    """Slack id -> email learned up to `day`, the latest day's email per id (the database picks it, so only one
+    row per id crosses into Python however long the history)."""
+    if not wh.table_exists("identities"):
         return {}
-    ids = ids.sort_values("partition_date")
+    ids = wh.query_df(
+        "SELECT actor_id, email FROM (SELECT actor_id, email, ROW_NUMBER() OVER "
+        "(PARTITION BY actor_id ORDER BY partition_date DESC) AS n FROM identities "
+        f"WHERE partition_date <= {wh.param()}) AS latest WHERE n = 1",
+        [pd.Timestamp(day).date()],
+    )
     return dict(zip(ids["actor_id"], ids["email"]))
 
 

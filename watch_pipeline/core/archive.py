@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -97,6 +99,23 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:_MAX_RAW_TEXT]
 
 
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): unpaired, it parses into a string that cannot be UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _text_is_clean(text: str) -> bool:
+    """True when no record parsed from `text` can hold a lone surrogate, so no per-record check is needed.
+
+    Lone surrogates come from invalid bytes (decoded with surrogateescape) or from surrogate escapes; a text with
+    neither is clean. Paired escapes (emoji) also send the file down the per-record check, which is only slower."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return _SURROGATE_ESCAPE.search(text) is None
+
+
 def _has_bad_bytes(obj: Any) -> bool:
     try:
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
@@ -108,6 +127,7 @@ def _has_bad_bytes(obj: Any) -> bool:
 class _Reader:
     def __init__(self, origin: str):
         self.result = FileResult(origin)
+        self.clean = False  # set by read_bytes once the file's text is known to hold no invalid characters
 
     def quarantine(self, where: str, reason: str, raw: Any, source: str = "") -> None:
         text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
@@ -118,7 +138,7 @@ class _Reader:
         if source is None:
             self.quarantine(where, "unrecognised record: not a Reports activity, Slack audit entry or accessLogs row", obj)
             return
-        if _has_bad_bytes(obj):
+        if not self.clean and _has_bad_bytes(obj):
             self.quarantine(where, "invalid UTF-8 in record", obj, source)
             return
         try:
@@ -208,6 +228,7 @@ def read_bytes(data: bytes, origin: str) -> FileResult:
     stripped = text.strip()
     if not stripped:
         return reader.result
+    reader.clean = _text_is_clean(stripped)
     try:
         doc = json.loads(stripped)
     except json.JSONDecodeError as exc:
@@ -258,26 +279,73 @@ class ArchiveScan:
         return len(self.records[source])
 
 
+@dataclass
+class FileScan:
+    """One archive file as :func:`iter_archive` saw it."""
+
+    path: str
+    stamp: tuple[int, int] | None  # (size, mtime_ns) when read; None if it could not be stat'ed
+    records: list[RawRecord]  # the records of the wanted days, in file order
+    quarantined: list[Quarantined]
+    days: frozenset[str]  # every UTC day the file holds records of, wanted or not
+    skipped: bool = False  # unchanged since an earlier scan and holds none of the wanted days: not read
+
+
+def file_stamp(path: str | Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file: it counts as unchanged while both stay the same."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _scan_file(path: Path, wanted: frozenset[str] | None, stamp: tuple[int, int] | None) -> FileScan:
+    """Read one file and keep the records of the wanted days."""
+    result = read_file(path)
+    all_days = frozenset(rec.partition_date for rec in result.records)
+    kept = result.records if wanted is None else [r for r in result.records if r.partition_date in wanted]
+    return FileScan(result.path, stamp, kept, result.quarantined, all_days)
+
+
+def iter_archive(
+    root: str | Path,
+    days: Iterable[str] | None = None,
+    known: dict[str, tuple[int, int, frozenset[str]]] | None = None,
+) -> Iterator[FileScan]:
+    """Read the files under `root` in order, keeping the records whose UTC day is in `days` (all when None).
+
+    `known` maps a path to ``(size, mtime_ns, days)`` of an earlier scan (:attr:`FileScan.days`): a file that is
+    unchanged since and holds none of the wanted days is skipped unread, so landing one more day does not re-parse
+    the whole archive. Everything such a file holds was read before (its quarantine rows included)."""
+    wanted = frozenset(days) if days is not None else None
+    for path in archive_files(root):
+        name = str(path)
+        stamp = file_stamp(path)
+        prior = (known or {}).get(name)
+        if (wanted is not None and prior is not None and stamp is not None and (prior[0], prior[1]) == stamp
+                and not (prior[2] & wanted)):
+            yield FileScan(name, stamp, [], [], prior[2], skipped=True)
+        else:
+            yield _scan_file(path, wanted, stamp)
+
+
 def scan_archive(root: str | Path, days: Iterable[str] | None = None, progress=None) -> ArchiveScan:
     """Read every file under `root`; keep records whose UTC day is in `days` (all when None).
 
     Duplicates across overlapping pages are dropped here (first copy kept, by file order).
     """
-    wanted = set(days) if days is not None else None
     records: dict[str, list[RawRecord]] = {s: [] for s in RAW_SOURCES}
     seen: dict[str, str] = {}
     quarantined: list[Quarantined] = []
     files = archive_files(root)
-    for n, path in enumerate(files, start=1):
-        result = read_file(path)
-        for rec in result.records:
+    for n, scan in enumerate(iter_archive(root, days), start=1):
+        for rec in scan.records:
             if rec.record_key in seen:
                 continue
-            if wanted is not None and rec.partition_date not in wanted:
-                continue
-            seen[rec.record_key] = result.path
+            seen[rec.record_key] = scan.path
             records[rec.source].append(rec)
-        quarantined.extend(result.quarantined)
+        quarantined.extend(scan.quarantined)
         if progress and (n % 200 == 0 or n == len(files)):
             progress(n, len(files))
     return ArchiveScan(records, quarantined, len(files), seen)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from watch_pipeline.core import schema
@@ -239,19 +240,45 @@ def _quarantine_row(raw_row: dict, reason: str, stage: str = "normalise") -> dic
     }
 
 
-def _per_record(raw: pd.DataFrame, build: Callable[[dict, dict], list[dict]], events: list, quarantined: list) -> None:
-    for raw_row in raw.to_dict("records"):
+# Columns copied from the raw row onto each of its events, by position (never per event in Python).
+_FROM_RAW = {"event_time": "record_time", "partition_date": "partition_date", "ingest_time": "ingest_time", "raw": "raw"}
+# What the builders see of the raw row: event_time is filled in afterwards from record_time.
+_NO_ROW = {"record_time": None}
+
+
+def _raw_row(raw: pd.DataFrame, i: int) -> dict:
+    """Row `i` of a raw-table frame as a dict (only for the few records that are quarantined)."""
+    return {c: raw[c].iloc[i] for c in raw.columns}
+
+
+def _per_record(raw: pd.DataFrame, build: Callable[[dict, dict], list[dict]], quarantined: list) -> pd.DataFrame:
+    """Build the events of every raw row; rows that cannot be normalised go to `quarantined`.
+
+    Only the JSON text is walked in Python; the raw row's time, day, ingest time and text are gathered onto the
+    events by position afterwards."""
+    if raw is None or raw.empty:
+        return pd.DataFrame(columns=BASE_COLUMNS)
+    texts = raw["raw"].tolist()
+    events: list[dict] = []
+    positions: list[int] = []
+    for i, text in enumerate(texts):
         try:
-            obj = json.loads(raw_row["raw"])
-            rows = build(obj, raw_row)
+            obj = json.loads(text)
+            rows = build(obj, _NO_ROW)
         except (NormaliseError, json.JSONDecodeError, TypeError, AttributeError) as exc:
-            quarantined.append(_quarantine_row(raw_row, str(exc) or type(exc).__name__))
+            quarantined.append(_quarantine_row(_raw_row(raw, i), str(exc) or type(exc).__name__))
             continue
-        for r in rows:
-            r["partition_date"] = raw_row["partition_date"]
-            r["ingest_time"] = raw_row.get("ingest_time")
-            r["raw"] = raw_row["raw"]
         events.extend(rows)
+        positions.extend([i] * len(rows))
+    if not events:
+        return pd.DataFrame(columns=BASE_COLUMNS)
+    columns = {c: [e.get(c) for e in events] for c in BASE_COLUMNS if c not in _FROM_RAW}
+    frame = pd.DataFrame(columns)
+    take = np.asarray(positions, dtype=np.intp)
+    for col, raw_col in _FROM_RAW.items():
+        values = raw[raw_col] if raw_col in raw.columns else pd.Series([None] * len(raw), dtype=object)
+        frame[col] = values.take(take).reset_index(drop=True)
+    return frame.reindex(columns=BASE_COLUMNS)
 
 
 def normalise(
@@ -261,19 +288,24 @@ def normalise(
     prior_slack_access: pd.DataFrame | None = None,
 ) -> NormaliseResult:
     """Raw-table frames of one or more partitions -> base events + quarantine rows."""
-    events: list[dict] = []
     quarantined: list[dict] = []
-    _per_record(raw_google, google_events, events, quarantined)
-    _per_record(raw_slack_audit, lambda e, r: [slack_audit_event(e, r)], events, quarantined)
+    parts = [
+        _per_record(raw_google, google_events, quarantined),
+        _per_record(raw_slack_audit, lambda e, r: [slack_audit_event(e, r)], quarantined),
+    ]
+    audit = parts[1]
     slack_ids: dict[str, str] = {}
-    for e in events:
-        if e["source"] == SOURCE_SLACK_AUDIT and e["actor_id"] and "@" in e["actor_raw"]:
-            slack_ids[e["actor_id"]] = e["actor_raw"]
+    if len(audit):
+        pairs = audit[(audit["actor_id"] != "") & audit["actor_raw"].str.contains("@", regex=False)]
+        slack_ids = dict(zip(pairs["actor_id"].tolist(), pairs["actor_raw"].tolist()))  # the last pairing wins
     if raw_slack_access is not None and len(raw_slack_access):
-        events.extend(slack_access_events(raw_slack_access, prior_slack_access, quarantined))
-    frame = pd.DataFrame(events, columns=BASE_COLUMNS) if events else pd.DataFrame(columns=BASE_COLUMNS)
-    if len(frame):
+        parts.append(slack_access_events(raw_slack_access, prior_slack_access, quarantined))
+    parts = [f for f in parts if len(f)]
+    if parts:
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         frame = frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+    else:
+        frame = pd.DataFrame(columns=BASE_COLUMNS)
     q = pd.DataFrame(quarantined, columns=[c.name for c in schema.QUARANTINE_COLUMNS if c.name != "quarantined_at"])
     return NormaliseResult(frame, q, slack_ids)
 
@@ -281,18 +313,16 @@ def normalise(
 def _access_frame(raw: pd.DataFrame) -> pd.DataFrame:
     if "raw" not in raw.columns:  # already parsed (an accessLogs state snapshot)
         return raw
-    rows = []
-    for r in raw.to_dict("records"):
-        row = json.loads(r["raw"])
-        row["record_key"] = r["record_key"]
-        row["partition_date"] = r["partition_date"]
-        row["ingest_time"] = r.get("ingest_time")
-        row["raw"] = r["raw"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+    texts = raw["raw"].tolist()
+    out = pd.DataFrame([json.loads(t) for t in texts]) if texts else pd.DataFrame()
+    # the landed row's columns win over same-named JSON fields
+    for col in ("record_key", "partition_date", "ingest_time"):
+        out[col] = raw[col].to_numpy() if col in raw.columns else None
+    out["raw"] = texts
+    return out
 
 
-def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantined: list) -> list[dict]:
+def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantined: list) -> pd.DataFrame:
     """accessLogs aggregate rows -> access events by diffing against earlier rows of the same (user, IP, UA).
 
     `prior` is either raw-table rows (JSON in `raw`) or an already parsed state (see :func:`access_state`)."""
@@ -302,7 +332,7 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
     prior_rows = _access_frame(prior) if prior is not None and len(prior) else None
     diff = access_events(rows, prior_rows if prior_rows is not None else rows.iloc[0:0])
     if diff.empty:
-        return []
+        return pd.DataFrame(columns=BASE_COLUMNS)
     meta = rows[["record_key", "partition_date", "ingest_time", "raw"]].drop_duplicates("record_key")
     d = diff.merge(meta, on="record_key", how="left")
     n = len(d)
@@ -340,7 +370,7 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
             "raw": d["raw"],
         }
     )
-    return frame.to_dict("records")
+    return frame.reindex(columns=BASE_COLUMNS)
 
 
 ACCESS_STATE_COLUMNS = ("user_id", "username", "ip", "user_agent", "date_first", "date_last", "count", "record_key")

@@ -7,8 +7,11 @@ record lands under the same key whichever way it arrived.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
 import pandas as pd
@@ -39,15 +42,27 @@ class RawRecord:
     record_time: datetime  # naive UTC
     raw: str  # compact JSON text of the item exactly as returned
 
-    @property
+    @cached_property
     def partition_date(self) -> str:
         return self.record_time.date().isoformat()
+
+
+# The shape the APIs send (``2026-10-01T23:56:34.366Z``): parsed by the C ``fromisoformat``, ~3x faster than
+# pd.Timestamp. Anything else (more than microseconds, odd spellings) takes pandas' general parser, as before.
+_PLAIN_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})\Z")
 
 
 def parse_rfc3339(value: Any) -> datetime:
     """RFC 3339 text -> naive UTC datetime; RecordError when it is not one."""
     if not isinstance(value, str) or not value:
         raise RecordError(f"time is missing or not a string: {value!r}")
+    if _PLAIN_RFC3339.match(value):
+        try:
+            when = datetime.fromisoformat(value).astimezone(timezone.utc).replace(tzinfo=None)
+        except (ValueError, OverflowError):
+            when = None  # e.g. month 13: pandas words the error below
+        if when is not None and 1700 <= when.year <= 2200:  # pandas' range is 1677..2262: decide the rest there
+            return when
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
@@ -72,8 +87,17 @@ def parse_epoch(value: Any, what: str) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
 
 
-def _dump(item: dict) -> str:
-    return json.dumps(item, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+# The canonical text of a record: json.dumps(item, separators=(",", ":"), ensure_ascii=False, sort_keys=True).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+if c_make_encoder is not None:
+    # The encoder's C core, built once and called directly: json.dumps builds one per call and checks for
+    # circular references, together ~30 % of the encoding time. Items parsed from JSON text cannot be circular.
+    _C_ENCODE = c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, True)
+
+    def _dump(item: Any) -> str:
+        return "".join(_C_ENCODE(item, 0))
+else:  # pragma: no cover - CPython always has the C encoder
+    _dump = _ENCODER.encode
 
 
 def google_record(item: Any) -> RawRecord:
@@ -94,7 +118,7 @@ def google_record(item: Any) -> RawRecord:
         ident.get("customerId"),
         ident.get("time"),
         ident.get("uniqueQualifier"),
-        json.dumps(item.get("events"), sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        _dump(item.get("events")),
     )
     return RawRecord(key, SOURCE_GOOGLE, when, _dump(item))
 
