@@ -212,3 +212,86 @@ def test_property_json_lines_count_adds_up(values):
     else:
         expected = sum(_record_count(v) for v in values)
     assert len(result.records) + len(result.quarantined) == expected
+
+
+def test_lone_surrogate_escape_is_quarantined_not_a_crash(tmp_path):
+    # "\ud800" alone parses into a string that cannot be UTF-8: that record is quarantined, the rest lands
+    good = json.dumps(_google_item(1))
+    bad = json.dumps(_google_item(2)).replace("user2", "us\\ud800er2")
+    (tmp_path / "page.json").write_text('{"kind": "admin#reports#activities", "items": [' + good + "," + bad + "]}")
+    result = read_file(tmp_path / "page.json")
+    assert len(result.records) == 1 and "user1@" in result.records[0].raw
+    assert [q.reason for q in result.quarantined] == ["invalid UTF-8 in record"]
+    result.quarantined[0].raw_text.encode("utf-8")
+    # an emoji written as a surrogate pair is valid and lands
+    emoji = json.dumps(_google_item(3)).replace("user3", "user\\ud83d\\ude003")
+    r = read_bytes(emoji.encode(), "mem")
+    assert len(r.records) == 1 and "user\U0001F6003@" in r.records[0].raw
+
+
+text_with_anything = st.text(st.characters(codec=None, categories=None), max_size=12)
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | text_with_anything,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(text_with_anything, children, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_json)
+def test_canonical_text_is_json_dumps_sorted_compact(value):
+    from watch_pipeline.core.raw import _dump
+
+    assert _dump(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=__import__("datetime").datetime(1650, 1, 1), max_value=__import__("datetime").datetime(2300, 1, 1)),
+    st.sampled_from(["", ".1", ".123", ".123456", ".1234567"]),
+    st.sampled_from(["Z", "+00:00", "-00:00", "+05:30", "-11:00", "+14:00"]),
+)
+def test_rfc3339_fast_path_agrees_with_pandas(when, fraction, zone):
+    import pandas as pd
+
+    from watch_pipeline.core.raw import RecordError, parse_rfc3339
+
+    text = when.strftime("%Y-%m-%dT%H:%M:%S") + fraction + zone
+    try:
+        ts = pd.Timestamp(text)
+        expected = ts.tz_convert("UTC").tz_localize(None).to_pydatetime(warn=False)
+    except (ValueError, TypeError):
+        expected = None
+    try:
+        got = parse_rfc3339(text)
+    except RecordError:
+        got = None
+    assert got == expected
+
+
+def test_unchanged_files_of_other_days_are_not_read_again(tmp_path):
+    import os
+
+    from watch_pipeline.core.archive import iter_archive
+
+    (tmp_path / "d1.json").write_text(json.dumps(_page([_google_item(i, "2026-10-01T10:00:00Z") for i in range(3)])))
+    (tmp_path / "d2.json").write_text(json.dumps(_page([_google_item(i, "2026-10-02T10:00:00Z") for i in range(3, 5)])))
+    (tmp_path / "bad.json").write_text('{"items": [{"kind": "admin#reports#activity", "id": {}}]}')
+    first = list(iter_archive(tmp_path, ["2026-10-01"]))
+    assert not any(f.skipped for f in first)
+    assert {Path(f.path).name: len(f.records) for f in first} == {"bad.json": 0, "d1.json": 3, "d2.json": 0}
+    known = {f.path: (*f.stamp, f.days) for f in first}
+    assert known[str(tmp_path / "d2.json")][2] == {"2026-10-02"}
+
+    second = {Path(f.path).name: f for f in iter_archive(tmp_path, ["2026-10-02"], known=known)}
+    assert second["d1.json"].skipped and not second["d1.json"].records
+    assert second["bad.json"].skipped  # its quarantine rows were landed by the first run
+    assert not second["d2.json"].skipped and len(second["d2.json"].records) == 2
+    # a file that changed is read again, whatever it held before
+    (tmp_path / "d1.json").write_text(json.dumps(_page([_google_item(9, "2026-10-02T11:00:00Z")])))
+    st_ = os.stat(tmp_path / "d1.json")
+    os.utime(tmp_path / "d1.json", ns=(st_.st_atime_ns, st_.st_mtime_ns + 1_000_000))
+    third = {Path(f.path).name: f for f in iter_archive(tmp_path, ["2026-10-02"], known=known)}
+    assert not third["d1.json"].skipped and len(third["d1.json"].records) == 1
+    # without a day filter everything is read
+    assert not any(f.skipped for f in iter_archive(tmp_path, None, known=known))

@@ -95,8 +95,11 @@ def _text(data: bytes) -> str:
 
 
 def _clean(text: str) -> str:
-    """Quarantine text: invalid bytes shown as U+FFFD, capped."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:_MAX_RAW_TEXT]
+    """Quarantine text: invalid bytes shown as U+FFFD, lone surrogates (from ``\\udxxx`` escapes) as escapes, capped."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:_MAX_RAW_TEXT]
+    except UnicodeEncodeError:  # a surrogate surrogateescape cannot map back to a byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")[:_MAX_RAW_TEXT]
 
 
 # A JSON escape of a UTF-16 surrogate (\ud800-\udfff): unpaired, it parses into a string that cannot be UTF-8.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -272,13 +273,13 @@ def _per_record(raw: pd.DataFrame, build: Callable[[dict, dict], list[dict]], qu
         positions.extend([i] * len(rows))
     if not events:
         return pd.DataFrame(columns=BASE_COLUMNS)
-    columns = {c: [e.get(c) for e in events] for c in BASE_COLUMNS if c not in _FROM_RAW}
-    frame = pd.DataFrame(columns)
+    names = [c for c in BASE_COLUMNS if c not in _FROM_RAW and c in events[0]]  # the builders fill all but actor
+    frame = pd.DataFrame({c: list(map(itemgetter(c), events)) for c in names})
     take = np.asarray(positions, dtype=np.intp)
     for col, raw_col in _FROM_RAW.items():
         values = raw[raw_col] if raw_col in raw.columns else pd.Series([None] * len(raw), dtype=object)
         frame[col] = values.take(take).reset_index(drop=True)
-    return frame.reindex(columns=BASE_COLUMNS)
+    return frame.reindex(columns=BASE_COLUMNS)  # actor: NaN, as when the events were built from dicts
 
 
 def normalise(
