@@ -72,11 +72,15 @@ def access_events(rows: pd.DataFrame, prior: pd.DataFrame) -> pd.DataFrame:
     state: dict[tuple, tuple[pd.Timestamp, int]] = {}
     seen_keys: set = set()
     if prior is not None and not prior.empty:
-        earlier = _prepared(prior).sort_values(["t_last", "n_count"], kind="mergesort")
+        # Only the combinations observed now matter: the earlier state of the others is never looked at.
+        wanted = set(current["combo_key"])
+        earlier = _prepared(prior)
+        earlier = earlier[[c in wanted for c in earlier["combo_key"]]]
+        earlier = earlier.sort_values(["t_last", "n_count"], kind="mergesort")
         # The last row per combination after sorting is its latest state.
         for combo, last, count in zip(earlier["combo_key"], earlier["t_last"], earlier["n_count"]):
             state[combo] = (last, count)
-        seen_keys = set(earlier["record_key"].dropna())
+        seen_keys = set(prior["record_key"].dropna()) if "record_key" in prior.columns else set()
 
     events: list[dict] = []
     for row in current.itertuples(index=False):
