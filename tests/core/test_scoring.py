@@ -275,3 +275,65 @@ def test_new_device_at_night_on_a_familiar_network(hist):
     # a new laptop during working hours on the home network is just a new laptop
     day_rows = [dict(r, event_time=r["event_time"] + pd.Timedelta(hours=8), event_id=r["event_id"] + "d") for r in rows]
     assert actor_score(score_day(hist, day_rows), victim) < 0.5
+
+
+def _home_line_history(victim_i: int) -> pd.DataFrame:
+    """The history, with the victim's home line keeping one address (a fixed line, unlike a carrier's CGNAT)."""
+    h = history()
+    mine = h["actor"] == user(victim_i)
+    home_asn = HOME_ISPS[victim_i % len(HOME_ISPS)][0]
+    h.loc[mine & (h["asn"] == home_asn), "ip"] = "87.1.2.3"
+    return h
+
+
+LAGOS = ("NG", "Lagos", 6.45, 3.39)
+MTN = (29465, "MTN NIGERIA Communication limited")
+
+
+def test_sign_in_abroad_while_the_user_is_at_home_on_their_fixed_line():
+    victim_i = 7
+    h = _home_line_history(victim_i)
+    asn, org = HOME_ISPS[victim_i % len(HOME_ISPS)]
+    t = TODAY + pd.Timedelta(hours=12)
+    # the victim, working as usual 5 h earlier: too slow for "impossible travel" (1,000 km/h), too fast to fly 5,000 km
+    at_home = ev(t - pd.Timedelta(hours=5), user(victim_i), "87.1.2.3", asn, org)
+    abroad = ev(t, user(victim_i), "105.112.1.1", *MTN, place=LAGOS)  # a login and nothing else
+    scores = score_day(h, [at_home, abroad])
+    top = scores[scores["actor"] == user(victim_i)].sort_values("score").iloc[-1]
+    assert "home_presence" in top["kinds"].split(",")
+    assert "km away" in top["reasons"] and "87.1.2.3" not in top["reasons"]  # names the network, not the line
+    assert top["score"] >= 0.5
+    # the same login while the user's phone works (on the carrier) and no fixed line is in use: a trip
+    phone = ev(t - pd.Timedelta(hours=1), user(victim_i), "80.9.9.9", *CARRIER, app="slack_access",
+               action="access", device=PHONE)
+    travelling = score_day(h, [phone, abroad])
+    kinds = ",".join(travelling.loc[travelling["actor"] == user(victim_i), "kinds"])
+    assert "home_presence" not in kinds
+    assert actor_score(travelling, user(victim_i)) < 0.5
+    assert actor_score(travelling, user(victim_i)) < top["score"]
+
+
+def test_trip_after_a_flight_is_not_home_presence():
+    # home line in use 14 h before a sign-in 5,000 km away: a flight fits, so no physical contradiction
+    victim_i = 8
+    h = _home_line_history(victim_i)
+    asn, org = HOME_ISPS[victim_i % len(HOME_ISPS)]
+    t = TODAY + pd.Timedelta(hours=20)
+    rows = [ev(t - pd.Timedelta(hours=14), user(victim_i), "87.1.2.3", asn, org),
+            ev(t, user(victim_i), "105.112.1.1", *MTN, place=LAGOS)]
+    kinds = ",".join(score_day(h, rows)["kinds"])
+    assert "home_presence" not in kinds
+
+
+def test_return_of_a_network_that_brought_a_stranger_device():
+    victim_i = 9
+    h = history()
+    yesterday = TODAY - pd.Timedelta(days=1)
+    # yesterday: the attacker's first visit (new device, downloads) from a rare network
+    h = pd.concat([h, pd.DataFrame(phished(user(victim_i), yesterday + pd.Timedelta(hours=15), asn=MTN[0],
+                                           org=MTN[1], place=LAGOS, oauth=""))], ignore_index=True)
+    back = [ev(TODAY + pd.Timedelta(hours=13), user(victim_i), "185.1.2.3", *MTN, place=LAGOS)]
+    scores = score_day(h, back)
+    kinds = ",".join(scores.loc[scores["actor"] == user(victim_i), "kinds"])
+    assert "unvouched_return" in kinds and "risky_return" in kinds
+    assert actor_score(scores, user(victim_i)) >= 0.5

@@ -67,7 +67,8 @@ SNAPSHOT_KEEP_DAYS = 35
 NOVELTY_FIELDS = ("asn_org", "geo_country")
 FOREST_PARAMS = {"n_estimators": 50}
 REFIT_DAYS = 7  # a user's forest is reused for a week before it is refitted on the sliding window
-HISTORY_COLUMNS = "actor, event_time, ip, asn, asn_org, geo_city, geo_country, oauth_client, ua_device_key, outcome"
+HISTORY_COLUMNS = ("actor, event_time, ip, asn, asn_org, geo_city, geo_country, oauth_client, ua_device_key, "
+                   "ua_browser_major, outcome")
 
 
 def _day(d) -> "pd.Timestamp":

@@ -12,7 +12,11 @@ So :class:`RiskScorer` groups a day's events per (actor, network) and adds evide
 * not vouched by a device the user has used on >= 2 earlier days, and devices new to the user on it;
 * strong signals: success from an IP failing for many accounts (spray / stuffing), rare OAuth grant, downloads by
   the new device, a Slack session that jumps to a new IP and device, impossible travel (ignoring networks whose IPs
-  churn or whose users appear in many cities), activity in an hour bucket the user never works, vendor flags.
+  churn or whose users appear in many cities), activity in an hour bucket the user never works, vendor flags;
+* where the user physically is: their own fixed lines (an address the user had on an earlier day, not a VPN) in use
+  too far away to have flown there ("home_presence": the victim keeps working at home while someone signs in
+  abroad), or silent while the user's own devices work elsewhere ("away_from_home": consistent with a trip);
+  a network that comes back after a visit that brought a stranger device or an OAuth grant ("risky_return").
 
 ``score = sigmoid(points - offset)``. While a user is learning, per-user novelty points are dropped, so only the
 organisation-level, physical and vendor signals can raise the score. Every point comes with a reason that carries
@@ -21,6 +25,7 @@ its numbers.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 
@@ -33,7 +38,7 @@ STORY_COLUMNS = [
     "event_id", "actor", "network", "event_time", "ip", "outcome_s", "action_l", "device", "asn", "asn_org",
     "geo_country", "geo_city", "oauth_client", "vendor_reasons", "model_state", "ua_browser", "ua_os", "net_days",
     "prior_geo_country", "prior_ua_device_key", "prior_hour_bucket", "_jump", "_travel", "_campaign_ok", "_forest",
-    "_vendor",
+    "_vendor", "geo_lat", "geo_lon",
 ]
 
 DEFAULT_CONFIG: dict = {
@@ -52,6 +57,10 @@ DEFAULT_CONFIG: dict = {
     "roaming_ips_per_user_day": 1.5,  # networks whose users get this many IPs a day churn (carriers, CGNAT)
     "roaming_cities_per_user": 1.5,  # ... or whose users appear in this many cities
     "roaming_away_share": 0.5,  # ... or whose users are mostly elsewhere (VPN / egress providers)
+    # where the user physically is: their own fixed networks (home ISP, office) in use around the story's time
+    "flight_kmh": 900.0,  # door to door, a traveller covers at most this (airliner cruise) ...
+    "flight_overhead_hours": 1.5,  # ... plus this (airports): a generous bound, real trips take longer
+    "presence_window_hours": 12.0,  # no own fixed network within this many hours: the user may be travelling
     "weights": {
         "new_network": 1.0,
         "rare_in_org": 1.0,
@@ -70,12 +79,17 @@ DEFAULT_CONFIG: dict = {
         "odd_hours": 1.75,
         "vendor_flag": 1.0,
         "forest": 0.5,
+        "home_presence": 2.0,  # the user's own fixed network is in use too far away to have travelled
+        "away_from_home": -1.0,  # own devices active, fixed networks silent around it (consistent with travel)
+        "fixed_lines_quiet": -0.5,  # fixed networks silent around it
+        "risky_return": 1.5,  # a network whose earlier visit brought a stranger device or an OAuth grant
     },
 }
 
 # per-user novelty: dropped while the user is learning
 NOVELTY_KINDS = {"new_network", "rare_in_org", "new_country", "unvouched", "new_device", "downloads",
-                 "mass_downloads", "odd_hours", "common_in_org", "vouched", "forest", "unvouched_return"}
+                 "mass_downloads", "odd_hours", "common_in_org", "vouched", "forest", "unvouched_return",
+                 "away_from_home", "fixed_lines_quiet", "risky_return"}
 EARTH_RADIUS_KM = 6371.0
 
 
@@ -116,7 +130,10 @@ class RiskScorer:
         self.networks_ = pd.DataFrame(columns=["network", "users", "roaming", "asn_org"]).set_index("network")
         self.apps_ = pd.Series(dtype="int64")
         self.active_users_ = 0
-        self.pairs_ = pd.DataFrame(columns=["days", "vouched"])  # (actor, network) in the history window
+        self.pairs_ = pd.DataFrame(columns=["days", "vouched", "stranger"])  # (actor, network) in the history window
+        self.blocks_ = pd.Series(dtype="datetime64[ns]")  # actor + address block -> first day used
+        self.devices_: set = set()  # (actor, device key) seen on >= vouch_days days
+        self.dev_major_ = pd.Series(dtype=float)  # (actor, device key) -> newest browser major
 
     # -- organisation context --------------------------------------------------------------------------------------
 
@@ -154,16 +171,38 @@ class RiskScorer:
             | (nets["cities_per_user"] >= cfg["roaming_cities_per_user"])
             | ((nets["away_share"] >= cfg["roaming_away_share"]) & (nets["users"] >= 2))
         )
+        # VPN / egress providers: an address there says nothing about where the user sits
+        nets["egress"] = (nets["away_share"] >= cfg["roaming_away_share"]) & (nets["users"] >= 2)
         nets["asn_org"] = h.groupby("network")["asn_org"].first().reindex(nets.index) if "asn_org" in h else ""
         self.networks_ = nets
         # per (actor, network): days used, and whether a device of the user's (seen on >= vouch_days days) was there
         h["device"] = _text(h, "ua_device_key")
+        self.dev_major_ = pd.Series(dtype=float)
+        if "ua_browser_major" in h:
+            # a build older than one the user already ran on that device key is another machine of the same kind
+            # (an attacker's stale Chrome on Linux is not the victim's up-to-date Chrome on Linux)
+            major = pd.to_numeric(h["ua_browser_major"], errors="coerce")
+            daily = major.groupby([h["actor"], h["device"], h["day"]]).max().dropna()
+            before = daily.groupby(level=[0, 1]).cummax().groupby(level=[0, 1]).shift()
+            key = pd.MultiIndex.from_arrays([h["actor"], h["device"], h["day"]])
+            older = (major.to_numpy() < before.reindex(key).to_numpy()) & (h["device"] != "").to_numpy()
+            h.loc[older, "device"] = h.loc[older, "device"] + " v" + major[older].astype(int).astype(str)
+            self.dev_major_ = daily.groupby(level=[0, 1]).max()
         dev_days = h[h["device"] != ""].groupby(["actor", "device"])["day"].nunique()
         familiar_devices = set(dev_days[dev_days >= cfg["vouch_days"]].index)
+        self.devices_ = familiar_devices
         h["own_device"] = [(a, d) in familiar_devices for a, d in zip(h["actor"], h["device"])]
         h["ok_day"] = h["day"].where(_text(h, "outcome") != "failure") if "outcome" in h else h["day"]
-        pairs = h.groupby(["actor", "network"]).agg(days=("ok_day", "nunique"), vouched=("own_device", "any"))
+        # a stranger on the pair: a device the user never had, or an OAuth grant (what a takeover leaves behind)
+        h["stranger"] = ((h["device"] != "") & ~h["own_device"]) | (_text(h, "oauth_client") != "")
+        pairs = h.groupby(["actor", "network"]).agg(days=("ok_day", "nunique"), vouched=("own_device", "any"),
+                                                    stranger=("stranger", "any"))
         self.pairs_ = pairs
+        # the user's fixed lines: an address block (IPv4 address, IPv6 /64) the user had on an earlier day; a
+        # carrier's CGNAT hands out a new address nearly every time, so phones on the move rarely repeat one
+        okh = h[_text(h, "outcome") != "failure"] if "outcome" in h else h
+        key = okh["actor"].astype(str) + "\x1f" + _address_block(okh["ipx"])
+        self.blocks_ = okh["day"].groupby(key.to_numpy()).min()
         apps = h[_text(h, "oauth_client") != ""]
         self.apps_ = apps.groupby(_text(apps, "oauth_client"))["actor"].nunique() if len(apps) else pd.Series(dtype="int64")
         return self
@@ -213,6 +252,8 @@ class RiskScorer:
         campaign_ips, campaign_actors, campaign_reason = _campaigns(ev, peaks, cfg)
         jumps = _session_jumps(ev, previous_events)
         travel = _impossible_travel(ev, previous_events, self.networks_, cfg)
+        self._presence = _home_presence(ev, previous_events, self.blocks_, self.networks_)
+        self._own_devices = _own_device_times(ev, previous_events, self.devices_, self.dev_major_)
 
         # Only (actor, network) pairs with something to tell get a story: an established user on an unfamiliar
         # network, or an org-level / physical / vendor signal (keeps a day of a large org fast).
@@ -312,6 +353,9 @@ class RiskScorer:
         if not familiar and seen_before and net_days > 0:
             add("unvouched_return", f"{label} was first used by this account {int(self.pairs_.at[pair, 'days'])} "
                 "day(s) before, never from the user's own devices")
+            if bool(self.pairs_.at[pair, "stranger"]):
+                add("risky_return", f"on its earlier day(s) {label} brought this account a device the user never had "
+                    "or an OAuth grant")
         if not familiar:
             add("new_network", f"activity from {label}{where}: seen for this user on {int(net_days or 0)} earlier "
                 "day(s)")
@@ -373,6 +417,8 @@ class RiskScorer:
         t = g[g["_travel"]]
         if len(t) and not familiar:
             add("impossible_travel", travel[t["event_id"].iloc[0]])
+        if not familiar:
+            self._where(actor, g, add, skip_presence=bool(len(t)), first_visit=not (pd.notna(net_days) and net_days > 0))
         vend = g[g["_vendor"]]
         if len(vend):
             why = _s(vend["vendor_reasons"].iloc[0]) if "vendor_reasons" in vend else ""
@@ -382,6 +428,109 @@ class RiskScorer:
         if not any(p > 0 for p in points):
             return None
         return points, kinds, reasons, None
+
+
+    def _where(self, actor, g, add, skip_presence: bool, first_visit: bool) -> None:
+        """Where the user physically was: own fixed network in use too far away (someone else is on this network),
+        or none in use around it (consistent with the user travelling)."""
+        cfg = self.cfg_
+        loc = g[g["geo_lat"].notna() & g["geo_lon"].notna()] if "geo_lat" in g else g.iloc[:0]
+        if loc.empty:
+            return
+        home = self._presence.get(actor)
+        win = pd.Timedelta(hours=cfg["presence_window_hours"])
+        t0, t1 = loc["event_time"].min() - win, loc["event_time"].max() + win
+        near = home[(home["event_time"] >= t0) & (home["event_time"] <= t1)
+                    & (home["network"] != g["network"].iloc[0])] if home is not None else None
+        if near is None or near.empty:
+            # Only a first visit reads as travel (a network coming back after a stranger's visit does not), and
+            # only without physical evidence against it. Travelling, the user's own laptop or phone usually keeps
+            # working elsewhere (hotel, roaming carrier): that is stronger evidence than mere silence.
+            if skip_presence or not first_visit:
+                return
+            own = self._own_devices.get(actor)
+            if own is not None and ((own >= t0) & (own <= t1)).any():
+                add("away_from_home", f"the user's own devices were active but none of their fixed networks within "
+                    f"{cfg['presence_window_hours']:.0f} h (consistent with travel)")
+            else:
+                add("fixed_lines_quiet", f"none of the user's fixed networks was in use within "
+                    f"{cfg['presence_window_hours']:.0f} h (consistent with travel)")
+            return
+        if skip_presence:
+            return
+        km = haversine_km(loc["geo_lat"].to_numpy()[:, None], loc["geo_lon"].to_numpy()[:, None],
+                          near["geo_lat"].to_numpy()[None, :], near["geo_lon"].to_numpy()[None, :])
+        gap = np.abs((loc["event_time"].to_numpy()[:, None] - near["event_time"].to_numpy()[None, :])
+                     / np.timedelta64(1, "h"))
+        need = km / cfg["flight_kmh"] + cfg["flight_overhead_hours"]
+        hit = (km >= cfg["impossible_min_km"]) & (gap < need)
+        if hit.any():
+            i, j = np.unravel_index(np.argmin(np.where(hit, gap, np.inf)), hit.shape)
+            h = near.iloc[j]
+            add("home_presence", f"the user's own network {h['label']} in {h['where']} was in use "
+                f"{gap[i, j] * 60:.0f} min apart, {km[i, j]:,.0f} km away (a trip takes >= {need[i, j]:.1f} h)")
+
+
+def _own_device_times(ev, previous, devices: set, newest: pd.Series) -> dict:
+    """actor -> times of events (today and the day before) by a device the user has had on several days."""
+    if not devices:
+        return {}
+    frames = []
+    for f in ([previous] if previous is not None and len(previous) else []) + [ev]:
+        dev = _text(f, "ua_device_key")
+        pairs = pd.MultiIndex.from_arrays([f["actor"].astype(str), dev])
+        keep = pairs.isin(list(devices)) & (dev != "").to_numpy()
+        if len(newest) and "ua_browser_major" in f:  # not an older build than the user runs
+            keep &= ~(pd.to_numeric(f["ua_browser_major"], errors="coerce").to_numpy() < newest.reindex(pairs).to_numpy())
+        frames.append(pd.DataFrame({"actor": f["actor"].astype(str).to_numpy()[keep],
+                                    "t": pd.to_datetime(f["event_time"]).astype("datetime64[ns]").to_numpy()[keep]}))
+    allv = pd.concat(frames, ignore_index=True)
+    return {a: g["t"] for a, g in allv.groupby("actor", sort=False)}
+
+
+def _address_block(ips: pd.Series) -> pd.Series:
+    """IPv4 address, or the /64 of an IPv6 address (privacy extensions change the rest daily)."""
+    ips = ips.astype(str)
+    v6 = ips.str.contains(":", regex=False)
+    if not v6.any():
+        return ips
+    out = ips.copy()
+    out[v6] = [str(ipaddress.ip_network(f"{x}/64", strict=False)) if x else x for x in ips[v6]]
+    return out
+
+
+def _home_presence(ev, previous, blocks: pd.Series, networks) -> dict:
+    """actor -> located, successful events from the user's fixed lines (an address block the user had on an
+    earlier day, not a VPN / egress provider), today and the day before: where the user physically was."""
+    if blocks is None or len(blocks) == 0:
+        return {}
+    cols = ["actor", "event_time", "network", "geo_lat", "geo_lon", "geo_city", "geo_country", "asn", "asn_org"]
+    frames = []
+    for f in ([previous] if previous is not None and len(previous) else []) + [ev]:
+        if "geo_lat" not in f:
+            continue
+        f = f[f["actor"].notna() & f["geo_lat"].notna() & f["geo_lon"].notna()]
+        if "outcome" in f:
+            f = f[_text(f, "outcome") != "failure"]
+        if "ip_internal" in f:
+            f = f[~f["ip_internal"].fillna(False).astype(bool)]
+        f = f.assign(network=network_key(f), event_time=pd.to_datetime(f["event_time"]).astype("datetime64[ns]"),
+                     block=_address_block(_text(f, "ip")))
+        frames.append(f[[c for c in cols + ["block"] if c in f]])
+    if not frames:
+        return {}
+    allv = pd.concat(frames, ignore_index=True)
+    first = blocks.reindex((allv["actor"].astype(str) + "\x1f" + allv["block"]).to_numpy()).to_numpy()
+    keep = pd.Series(first < allv["event_time"].dt.normalize().to_numpy(), index=allv.index)  # NaT: False
+    if len(networks) and "egress" in networks:
+        keep &= ~allv["network"].isin(set(networks.index[networks["egress"].astype(bool)]))
+    allv = allv[keep]
+    if allv.empty:
+        return {}
+    asn = _text(allv, "asn")
+    allv = allv.assign(label=("AS" + asn).where(asn != "", _text(allv, "asn_org")) + " (" + _text(allv, "asn_org") + ")",
+                       where=_text(allv, "geo_city").where(_text(allv, "geo_city") != "", _text(allv, "geo_country")))
+    return {a: g.sort_values("event_time") for a, g in allv.groupby("actor", sort=False)}
 
 
 def _s(v) -> str:

@@ -101,6 +101,8 @@ class Person:
     sessions: dict = field(default_factory=dict)  # device -> [session id, expires day index, ua]
     today: dict = field(default_factory=dict)  # what the scenarios need of the current day
     last_majors: tuple = ()
+    last_ts: float = 0.0  # the person's latest own activity (not an attacker's)
+    last_city: City | None = None  # where the person was on their latest day
 
     @property
     def display_name(self) -> str:
@@ -255,6 +257,8 @@ class _Life:
     def emit(self, ts: float, kind: int, p: Person, ip: str, net: Network, ua: str = "", session: int = 0,
              extra: dict | None = None, tag: tuple | None = None) -> tuple:
         e = (ts, kind, p.idx, ip, net, ua, session, extra, tag)
+        if ts > p.last_ts and (tag is None or tag[0] != "attack"):
+            p.last_ts = ts
         day = int((ts - self.t0) // 86400)
         if day < self.flushed:  # that day is written already (never expected; counted so tests can tell)
             self.late_events += 1
@@ -332,6 +336,7 @@ class _Life:
         p.last_majors = majors
 
         if weekend and planned is None:
+            p.last_city = p.city
             if rng.random() < p.weekend_prob:
                 self._phone_slack(p, di, t_mid + rng.uniform(10, 21) * 3600, at_home=True, n=rng.randint(1, 3))
             return
@@ -356,6 +361,13 @@ class _Life:
                 if kind is None:
                     kind, tag = "commercial_vpn", ("benign", "commercial_vpn")
         start = t_mid + max(6.0, p.start_hour + rng.gauss(0, 0.4)) * 3600
+        # Nobody teleports: arriving from far away (a trip's first day, the day home after it) the day starts once
+        # the flight can have landed (airliner ~850 km/h plus ~3 h to, through and from airports)
+        if p.last_city is not None and p.last_city.name != city.name:
+            km = _km(p.last_city, city)
+            if km > 300:
+                start = max(start, p.last_ts + (km / 850.0 + 3.0) * 3600)
+        p.last_city = city
         end = start + max(4.0, p.work_hours + rng.gauss(0, 0.6)) * 3600
         if weekend:
             end = start + rng.uniform(1, 3) * 3600
@@ -467,6 +479,12 @@ class _Life:
                 self.flushed = di - 1
         for di in range(max(0, self.n_days - 2), self.n_days):
             write_day(di, self.events_by_day.pop(di, []))
+
+
+def _km(a: City, b: City) -> float:
+    la1, lo1, la2, lo2 = map(math.radians, (a.lat, a.lon, b.lat, b.lon))
+    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    return 12742.0 * math.asin(math.sqrt(h))
 
 
 _NO_DIGITS = str.maketrans("", "", "0123456789")
