@@ -66,6 +66,32 @@ def test_range_run_equals_day_by_day(pipeline_env, small_org, tmp_path, monkeypa
     pd.testing.assert_frame_equal(ranged, daily, check_dtype=False)
 
 
+def test_landing_in_small_batches_and_skipping_read_files_changes_nothing(pipeline_env, small_org, tmp_path, monkeypatch):
+    import watch_pipeline.assets.ingest as ingest
+
+    days = [(small_org.start + pd.Timedelta(days=i)).isoformat() for i in range(3)]
+    tables = ["raw_google", "raw_slack_audit", "raw_slack_access", "events", "quarantine"]
+    rng = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+    with dg.instance_for_test() as instance:
+        assert _materialize(instance, INGEST, tags=rng).success
+        whole = _tables(tables)
+    # the same range written every 40 records: many batches, later ones meeting records landed by earlier ones
+    monkeypatch.setattr(ingest, "FLUSH_RECORDS", 40)
+    monkeypatch.setenv("WATCH_HOME", str(tmp_path / "home_batches"))
+    with dg.instance_for_test() as instance:
+        assert _materialize(instance, INGEST, tags=rng).success
+        batched = _tables(tables)
+        # one more day: the files of the three landed days are not parsed again
+        result = _materialize(instance, INGEST, partition_key=(small_org.start + pd.Timedelta(days=3)).isoformat())
+        assert result.success
+        metas = [m.metadata for m in result.asset_materializations_for_node("raw_landing")]
+    assert len(whole["raw_google"]) > 40 and len(whole["events"]) > 0
+    for name in tables:
+        pd.testing.assert_frame_equal(whole[name], batched[name], check_dtype=False)
+    assert all(m["archive_files_not_read"].value > 0 for m in metas)
+    assert sum(m["new_rows"].value for m in metas) > 0
+
+
 def test_bad_records_are_quarantined_and_counted(pipeline_env, small_org, tmp_path, monkeypatch):
     archive = tmp_path / "archive"
     shutil.copytree(small_org.archive_dir, archive)
