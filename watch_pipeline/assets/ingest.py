@@ -104,7 +104,7 @@ class _Lander:
         self.pending += len(items)
 
     def add_file(self, scan) -> None:
-        if scan.stamp is not None:
+        if scan.stamp is not None and not scan.skipped:  # a skipped file's row is already right
             self.files.append({"path": scan.path, "size": scan.stamp[0], "mtime_ns": scan.stamp[1],
                                "days": ",".join(sorted(scan.days)), "scanned_at": self.now})
 
