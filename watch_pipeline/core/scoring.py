@@ -278,7 +278,15 @@ class RiskScorer:
         ev["_vendor"] = ev["vendor_suspicious"].fillna(False).astype(bool) if "vendor_suspicious" in ev else False
         story_cols = [c for c in STORY_COLUMNS if c in ev.columns]
         rows = []
-        for (actor, net), g in ev.loc[candidate, story_cols].groupby(["actor", "network"], sort=False):
+        pairs = ev.loc[candidate, story_cols]
+        # Text columns as plain object columns in one block: each of a story's row filters is then one take instead
+        # of one per Arrow-backed column (halves a 5,000-people day's scoring; same output).
+        pairs = pd.DataFrame({
+            c: pd.Series(pairs[c].to_numpy(dtype=object), index=pairs.index, dtype=object)
+            if pairs[c].dtype.kind not in "biufMm" else pairs[c]
+            for c in story_cols
+        })
+        for (actor, net), g in pairs.groupby(["actor", "network"], sort=False):
             story = self._story(actor, net, g, ev, campaign_ips, campaign_actors, campaign_reason, jumps, travel,
                                 forest_flagged)
             if story is None:
@@ -696,15 +704,15 @@ def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks
     hours = (allv["event_time"] - prev["event_time"]).dt.total_seconds().to_numpy() / 3600.0
     speed = km / np.maximum(hours, 1.0 / 60)
     hit = (km >= cfg["impossible_min_km"]) & (speed >= cfg["impossible_speed_kmh"]) & (prev["network"] != allv["network"]).to_numpy()
-    today_ids = set(ev["event_id"].astype(str))
+    idx = np.flatnonzero(np.asarray(hit))
+    idx = idx[allv["event_id"].iloc[idx].isin(set(ev["event_id"].astype(str))).to_numpy()]
+    # Rows as plain dicts, only for the hits: positional row access on the whole frame was the cost at scale.
+    km, hours, speed = np.asarray(km)[idx], np.asarray(hours)[idx], np.asarray(speed)[idx]
     out = {}
-    for i in np.flatnonzero(np.asarray(hit)):
-        r, p = allv.iloc[i], prev.iloc[i]
-        if r["event_id"] not in today_ids:
-            continue
+    for r, p, k, h, v in zip(allv.iloc[idx].to_dict("records"), prev.iloc[idx].to_dict("records"), km, hours, speed):
         out[r["event_id"]] = (
-            f"{km[i]:,.0f} km from {_s(p['geo_city']) or _s(p['geo_country'])} ({_s(p['ip'])}) to "
-            f"{_s(r['geo_city']) or _s(r['geo_country'])} ({_s(r['ip'])}) in {hours[i] * 60:.0f} min "
-            f"({speed[i]:,.0f} km/h)"
+            f"{k:,.0f} km from {_s(p['geo_city']) or _s(p['geo_country'])} ({_s(p['ip'])}) to "
+            f"{_s(r['geo_city']) or _s(r['geo_country'])} ({_s(r['ip'])}) in {h * 60:.0f} min "
+            f"({v:,.0f} km/h)"
         )
     return out
