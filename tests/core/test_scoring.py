@@ -337,3 +337,23 @@ def test_return_of_a_network_that_brought_a_stranger_device():
     kinds = ",".join(scores.loc[scores["actor"] == user(victim_i), "kinds"])
     assert "unvouched_return" in kinds and "risky_return" in kinds
     assert actor_score(scores, user(victim_i)) >= 0.5
+
+
+def test_travel_discount_only_abroad():
+    """A first visit to a network abroad while the phone works elsewhere reads as a trip; at home it does not."""
+    victim_i = 10
+    h = _home_line_history(victim_i)
+    t = TODAY + pd.Timedelta(hours=12)
+    phone = ev(t - pd.Timedelta(hours=1), user(victim_i), "80.9.9.9", *CARRIER, app="slack_access", action="access",
+               device=PHONE)
+    abroad = ev(t, user(victim_i), "105.112.1.1", *MTN, place=LAGOS)
+    local = ev(t, user(victim_i), "91.64.1.1", 31334, "Kabel Deutschland", place=("DE", "Cologne", 50.94, 6.96))
+
+    def points(rows, ip):
+        s = score_day(h, rows)
+        return json.loads(s.loc[s["ip"] == ip, "context"].iloc[0])["points"]
+
+    # abroad, the phone working elsewhere lowers the story's points (away_from_home, -1)
+    assert points([phone, abroad], "105.112.1.1") == pytest.approx(points([abroad], "105.112.1.1") - 0.5)
+    # at home, no travel discount at all (not even fixed_lines_quiet)
+    assert points([phone, local], "91.64.1.1") == pytest.approx(points([local], "91.64.1.1"))

@@ -426,7 +426,11 @@ class RiskScorer:
         if len(t) and not familiar:
             add("impossible_travel", travel[t["event_id"].iloc[0]])
         if not familiar:
-            self._where(actor, g, add, skip_presence=bool(len(t)), first_visit=not (pd.notna(net_days) and net_days > 0))
+            cdays = g["prior_geo_country"].iloc[0]
+            # Travel explains a new network abroad; at home, another local network is not a trip.
+            abroad = not (pd.notna(cdays) and cdays > 0)
+            self._where(actor, g, add, skip_presence=bool(len(t)),
+                        first_visit=abroad and not (pd.notna(net_days) and net_days > 0))
         vend = g[g["_vendor"]]
         if len(vend):
             why = _s(vend["vendor_reasons"].iloc[0]) if "vendor_reasons" in vend else ""
