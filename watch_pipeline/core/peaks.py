@@ -165,11 +165,23 @@ def _key_codes(events: pd.DataFrame, dims: Sequence[str]) -> tuple[np.ndarray, l
     return key_codes.astype(np.int64), labels
 
 
+def _factorize(values: pd.Series):
+    """(codes, uniques with .take) of a column; Arrow-backed strings are dictionary-encoded by Arrow directly,
+    about twice as fast as going through pandas for 1e5 distinct hashes."""
+    arrow = getattr(values.array, "_pa_array", None)
+    if arrow is not None and arrow.null_count == 0 and len(values):
+        import pyarrow.compute as pc
+
+        encoded = pc.dictionary_encode(arrow).combine_chunks()
+        return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+    return pd.factorize(values, use_na_sentinel=False)
+
+
 class _PairCounts:
     """Events per (key, value) pair from integer key codes and a value column, sorted by key then count (desc)."""
 
     def __init__(self, key_codes: np.ndarray, n_keys: int, values: pd.Series) -> None:
-        vcodes, self.uniques = pd.factorize(values, use_na_sentinel=False)
+        vcodes, self.uniques = _factorize(values)
         n_values = max(len(self.uniques), 1)
         # hashing beats sorting here: the order comes from the lexsort below
         pair_codes, pairs = pd.factorize(key_codes.astype(np.int64) * n_values + vcodes)
