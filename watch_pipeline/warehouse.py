@@ -125,24 +125,31 @@ class Warehouse:
         cast = [pd.Timestamp(d).date() for d in days]
         return self.replace_window(table, df, f'"{column}" IN ({marks})', cast)
 
+    @contextlib.contextmanager
+    def _staged(self, table: str, frame: pd.DataFrame) -> Iterator[tuple[Any, str]]:
+        """A transaction with `frame` loaded into a temporary copy of `table`'s columns: (cursor, stage name)."""
+        stage = f"_stage_{table}"
+        with self.transaction() as cur:
+            self._execute(cur, f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" AS SELECT * FROM "{table}" WHERE 1=0')
+            self._execute(cur, f'DELETE FROM "{stage}"')
+            self._insert_frame(cur, stage, frame)
+            yield cur, stage
+            self._execute(cur, f'DROP TABLE "{stage}"')
+
     def insert_new(self, table: str, df: pd.DataFrame, key: str) -> int:
         """Insert rows whose `key` is not in the table yet (keeps the first copy). Returns rows inserted."""
         self.ensure_table(table)
         frame = self.conform(table, df).drop_duplicates(subset=[key], keep="first")
         if frame.empty:
             return 0
-        with self.transaction() as cur:
-            self._execute(cur, f'CREATE TEMP TABLE IF NOT EXISTS "_stage_{table}" AS SELECT * FROM "{table}" WHERE 1=0')
-            self._execute(cur, f'DELETE FROM "_stage_{table}"')
-            self._insert_frame(cur, f"_stage_{table}", frame)
+        with self._staged(table, frame) as (cur, stage):
             before = self._count(cur, table)
             self._execute(
                 cur,
-                f'INSERT INTO "{table}" SELECT s.* FROM "_stage_{table}" s '
+                f'INSERT INTO "{table}" SELECT s.* FROM "{stage}" s '
                 f'WHERE NOT EXISTS (SELECT 1 FROM "{table}" t WHERE t."{key}" = s."{key}")',
             )
             after = self._count(cur, table)
-            self._execute(cur, f'DROP TABLE "_stage_{table}"')
         return after - before
 
     def upsert(self, table: str, df: pd.DataFrame, key: str) -> int:
@@ -151,13 +158,9 @@ class Warehouse:
         frame = self.conform(table, df).drop_duplicates(subset=[key], keep="last")
         if frame.empty:
             return 0
-        with self.transaction() as cur:
-            self._execute(cur, f'CREATE TEMP TABLE IF NOT EXISTS "_stage_{table}" AS SELECT * FROM "{table}" WHERE 1=0')
-            self._execute(cur, f'DELETE FROM "_stage_{table}"')
-            self._insert_frame(cur, f"_stage_{table}", frame)
-            self._execute(cur, f'DELETE FROM "{table}" WHERE "{key}" IN (SELECT "{key}" FROM "_stage_{table}")')
-            self._execute(cur, f'INSERT INTO "{table}" SELECT * FROM "_stage_{table}"')
-            self._execute(cur, f'DROP TABLE "_stage_{table}"')
+        with self._staged(table, frame) as (cur, stage):
+            self._execute(cur, f'DELETE FROM "{table}" WHERE "{key}" IN (SELECT "{key}" FROM "{stage}")')
+            self._execute(cur, f'INSERT INTO "{table}" SELECT * FROM "{stage}"')
         return len(frame)
 
     def _count(self, cur: Any, table: str) -> int:
