@@ -71,7 +71,7 @@ def parse_rfc3339(value: Any) -> datetime:
         raise RecordError(f"unparseable time {value!r}")
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
-    return ts.tz_convert("UTC").tz_localize(None).to_pydatetime()
+    return ts.tz_convert("UTC").tz_localize(None).to_pydatetime(warn=False)  # the tables keep microseconds
 
 
 def parse_epoch(value: Any, what: str) -> datetime:
