@@ -20,7 +20,7 @@ from dagster._core.storage.tags import (
     BACKFILL_ID_TAG,
 )
 
-from watch_pipeline.core.late import late_days, rerun_range
+from watch_pipeline.core.late import late_days, newest_landing, rerun_range
 from watch_pipeline.jobs import daily_pipeline_job
 from watch_pipeline.notifiers import CHANNELS
 from watch_pipeline.notify_jobs import NOTIFIER_JOBS, NOTIFY_JOBS, NotifyConfig, run_config
@@ -188,18 +188,13 @@ def late_data_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
         return dg.SensorResult(
             skip_reason=dg.SkipReason(f"no late rows in the {LATE_LOOKBACK_DAYS} days up to {built_days[-1]}")
         )
-    newest = _utc_max(landed.loc[[pd.Timestamp(d).date().isoformat() in late for d in landed["partition_date"]], "last_ingest"])
+    newest = newest_landing(landed, late)
     context.log.info(f"late rows for {', '.join(late)}: rebuilding {span[0]}..{span[1]}")
     return dg.SensorResult(run_requests=[dg.RunRequest(
         run_key=f"late:{span[0]}..{span[1]}:{newest.isoformat()}",
         tags={ASSET_PARTITION_RANGE_START_TAG: span[0], ASSET_PARTITION_RANGE_END_TAG: span[1],
               "watch/trigger": "late_data", "watch/late_days": ",".join(late)[:200]},
     )])
-
-
-def _utc_max(times: pd.Series) -> pd.Timestamp:
-    t = pd.to_datetime(times).max()
-    return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
 
 
 ALL_SENSORS = [*NOTIFIER_SENSORS, late_data_sensor]

@@ -35,6 +35,12 @@ def rerun_range(late: list[str], built_days: list[str]) -> tuple[str, str] | Non
     return min(late), max([*built_days, *late])
 
 
+def newest_landing(landed: pd.DataFrame, days: list[str]) -> pd.Timestamp:
+    """The newest `last_ingest` (UTC) of these days: what a rebuild request is keyed on."""
+    mine = [pd.Timestamp(d).date().isoformat() in set(days) for d in landed["partition_date"]]
+    return _utc(pd.to_datetime(landed.loc[mine, "last_ingest"]).max())
+
+
 def _utc(t) -> pd.Timestamp:
     t = pd.Timestamp(t)
     return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")

@@ -220,8 +220,9 @@ class _PairCounts:
         m = np.minimum(n, np.searchsorted(self.key, keys, side="right") - starts)
         # Per key, [start, above): counts above the n-th (fewer than n); [above, tie_end): the tie group at the n-th.
         kth = np.where(m > 0, self.count[np.minimum(starts + m - 1, len(self.count) - 1)], 0) if len(self.count) else m
-        rank = self.key * (self.count.max() + 1 if len(self.count) else 1) - self.count  # ascending along the array
-        base = keys * (self.count.max() + 1 if len(self.count) else 1)
+        stride = int(self.count.max()) + 1 if len(self.count) else 1
+        rank = self.key * stride - self.count  # ascending along the array
+        base = keys * stride
         above = np.searchsorted(rank, base - kth, side="left")
         tie_end = np.searchsorted(rank, base - kth, side="right")
         tie_end = np.where(m > 0, tie_end, starts)
@@ -624,7 +625,7 @@ def _password_spray(ev: pd.DataFrame, the_day, config: PeakConfig) -> list[dict]
     by_ip = per_pair.groupby("ip", sort=True).agg(
         accounts=("actor", "size"), success_share=("ok", "mean"), median_attempts=("attempts", "median")
     )
-    times = fails.groupby("ip")["event_time"]
+    times = fails.groupby("ip")["event_time"]  # _span_minutes per IP, grouped once
     span = (times.quantile(0.95, interpolation="higher") - times.quantile(0.05, interpolation="lower"))
     events_per_ip = fails.groupby("ip").size()
     by_ip = by_ip.loc[

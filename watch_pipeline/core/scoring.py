@@ -278,15 +278,15 @@ class RiskScorer:
         ev["_vendor"] = ev["vendor_suspicious"].fillna(False).astype(bool) if "vendor_suspicious" in ev else False
         story_cols = [c for c in STORY_COLUMNS if c in ev.columns]
         rows = []
-        pairs = ev.loc[candidate, story_cols]
+        story_rows = ev.loc[candidate, story_cols]
         # Text columns as plain object columns in one block: each of a story's row filters is then one take instead
         # of one per Arrow-backed column (halves a 5,000-people day's scoring; same output).
-        pairs = pd.DataFrame({
-            c: pd.Series(pairs[c].to_numpy(dtype=object), index=pairs.index, dtype=object)
-            if pairs[c].dtype.kind not in "biufMm" else pairs[c]
+        story_rows = pd.DataFrame({
+            c: pd.Series(story_rows[c].to_numpy(dtype=object), index=story_rows.index, dtype=object)
+            if story_rows[c].dtype.kind not in "biufMm" else story_rows[c]
             for c in story_cols
         })
-        for (actor, net), g in pairs.groupby(["actor", "network"], sort=False):
+        for (actor, net), g in story_rows.groupby(["actor", "network"], sort=False):
             story = self._story(actor, net, g, ev, campaign_ips, campaign_actors, campaign_reason, jumps, travel,
                                 forest_flagged)
             if story is None:
