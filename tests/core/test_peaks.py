@@ -148,6 +148,37 @@ def test_daily_key_stats_match_a_plain_reference_with_ties_and_any_row_order(see
     pd.testing.assert_frame_equal(pk.daily_key_stats(shuffled, top_n=10), stats)
 
 
+def test_daily_key_stats_same_frame_from_object_arrow_and_categorical_columns():
+    """Categorical columns are factorised from their codes, Arrow strings by Arrow: the frame must not change,
+    with unused categories, missing values (a key part '' and a sample 'nan'), and tz-aware UTC times."""
+    rng = np.random.default_rng(7)
+    day = dt.date(2026, 9, 1)
+    rows = [
+        _ev(day, rng.integers(24 * 60), ["login", "drive"][k % 2], "login_failure", "failure",
+            f"u{int(rng.zipf(1.5)) % 300}@x", f"10.0.0.{int(rng.integers(40))}")
+        for k in range(2000)
+    ]
+    events = frame(rows)
+    events.loc[events.index[::97], "app"] = None  # missing dimension value
+    events.loc[events.index[::89], "actor"] = None  # missing sample
+    cols = ["source", "app", "action", "outcome", "actor", "ip"]
+    as_object = events.astype({c: object for c in cols})
+    expected = pk.daily_key_stats(as_object, top_n=10)
+    assert (expected["key"].str.split("|").str[1] == "").any()
+    as_arrow = events.astype({c: "str" for c in cols})
+    as_category = events.astype({c: "category" for c in cols})
+    as_category["action"] = as_category["action"].cat.add_categories(["never_seen"])
+    complete = events.dropna(subset=["app", "actor"])  # categorical columns without a missing value use their codes
+    as_utc = events.assign(event_time=events["event_time"].dt.tz_localize("UTC"))
+    for variant in (as_arrow, as_category, as_utc):
+        pd.testing.assert_frame_equal(pk.daily_key_stats(variant, top_n=10), expected, check_exact=True)
+    pd.testing.assert_frame_equal(
+        pk.daily_key_stats(complete.astype({c: "category" for c in cols}), top_n=10),
+        pk.daily_key_stats(complete.astype({c: object for c in cols}), top_n=10),
+        check_exact=True,
+    )
+
+
 def test_normal_day_has_no_peaks(history):
     _, peaks = run_day(normal_day(TEST_DAY, 999), history)
     assert peaks.empty, peaks[["key", "criterion", "reason"]].to_string()

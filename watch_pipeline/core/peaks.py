@@ -147,14 +147,20 @@ def _key_codes(events: pd.DataFrame, dims: Sequence[str]) -> tuple[np.ndarray, l
     combined = np.zeros(len(events), dtype=np.int64)
     uniques, radix = [], 1
     for d in dims:
-        codes, u = pd.factorize(events[d], use_na_sentinel=False)
+        codes, u = _factorize(events[d])
         radix *= max(len(u), 1)
         if radix >= 2**62:  # too many combinations for one int64: let pandas group instead
             codes = events.groupby(list(dims), sort=False, dropna=False).ngroup().to_numpy()
             return codes, _key_labels(events[list(dims)].drop_duplicates())
         combined = combined * max(len(u), 1) + codes
         uniques.append(u)
-    key_codes, present = pd.factorize(combined)
+    if radix <= max(len(events), 1 << 16):  # few combinations: a bincount finds the present ones, no hashing
+        present = np.flatnonzero(np.bincount(combined, minlength=radix))
+        lookup = np.zeros(radix, dtype=np.int64)
+        lookup[present] = np.arange(len(present))
+        key_codes = lookup[combined]
+    else:
+        key_codes, present = pd.factorize(combined)
     parts = []
     rest = present.copy()
     for u in reversed(uniques):
@@ -166,8 +172,16 @@ def _key_codes(events: pd.DataFrame, dims: Sequence[str]) -> tuple[np.ndarray, l
 
 
 def _factorize(values: pd.Series):
-    """(codes, uniques with .take) of a column; Arrow-backed strings are dictionary-encoded by Arrow directly,
-    about twice as fast as going through pandas for 1e5 distinct hashes."""
+    """(codes, uniques with .take) of a column, missing values included as a value.
+
+    Uniques may hold values absent from the column (unused categories): callers count pairs of codes that occur.
+    A categorical column is already factorised (its codes); Arrow-backed strings are dictionary-encoded by Arrow
+    directly, about twice as fast as going through pandas for 1e5 distinct hashes.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        if not len(codes) or codes.min() >= 0:  # a missing value (code -1) is left to pandas, which makes it a value
+            return codes.astype(np.int64), values.cat.categories
     arrow = getattr(values.array, "_pa_array", None)
     if arrow is not None and arrow.null_count == 0 and len(values):
         import pyarrow.compute as pc
@@ -183,12 +197,14 @@ class _PairCounts:
     def __init__(self, key_codes: np.ndarray, n_keys: int, values: pd.Series) -> None:
         vcodes, self.uniques = _factorize(values)
         n_values = max(len(self.uniques), 1)
-        # hashing beats sorting here: the order comes from the lexsort below
-        pair_codes, pairs = pd.factorize(key_codes.astype(np.int64) * n_values + vcodes)
-        counts = np.bincount(pair_codes, minlength=len(pairs))
+        # numpy sorts integers faster than pandas hashes them (SIMD sort), so unique + counts in one call
+        pairs, counts = np.unique(key_codes.astype(np.int64) * n_values + vcodes, return_counts=True)
         key, value = pairs // n_values, pairs % n_values
-        order = np.lexsort((-counts, key))  # integers only: labels are compared later, and only where counts tie
-        self.key, self.value, self.count = key[order], value[order], counts[order]
+        # One integer sort key: by key, then count (desc). Labels are compared later, and only where counts tie.
+        self.stride = int(counts.max()) + 1 if len(counts) else 1
+        rank = key * self.stride - counts
+        order = np.argsort(rank, kind="stable")
+        self.key, self.value, self.count, self.rank = key[order], value[order], counts[order], rank[order]
         self.n_keys = n_keys
 
     def aggregates(self) -> dict[str, np.ndarray]:
@@ -220,11 +236,9 @@ class _PairCounts:
         m = np.minimum(n, np.searchsorted(self.key, keys, side="right") - starts)
         # Per key, [start, above): counts above the n-th (fewer than n); [above, tie_end): the tie group at the n-th.
         kth = np.where(m > 0, self.count[np.minimum(starts + m - 1, len(self.count) - 1)], 0) if len(self.count) else m
-        stride = int(self.count.max()) + 1 if len(self.count) else 1
-        rank = self.key * stride - self.count  # ascending along the array
-        base = keys * stride
-        above = np.searchsorted(rank, base - kth, side="left")
-        tie_end = np.searchsorted(rank, base - kth, side="right")
+        base = keys * self.stride
+        above = np.searchsorted(self.rank, base - kth, side="left")
+        tie_end = np.searchsorted(self.rank, base - kth, side="right")
         tie_end = np.where(m > 0, tie_end, starts)
         above = np.where(m > 0, above, starts)
         picked = np.concatenate([np.arange(a, b) for a, b in zip(starts, tie_end)]) if self.n_keys else np.array([], int)
@@ -275,25 +289,30 @@ def daily_key_stats(
     rank[order] = np.arange(len(keys))
     key_codes, keys = rank[key_codes], [keys[i] for i in order]
     n_keys = len(keys)
-    hours = pd.to_datetime(events["event_time"]).dt.hour.to_numpy()
-    hourly = np.bincount(key_codes * 24 + hours, minlength=n_keys * 24).reshape(n_keys, 24)
-    hourly_json = [json.dumps(row.tolist()) for row in hourly]
+    hourly = np.bincount(key_codes * 24 + _utc_hours(events["event_time"]), minlength=n_keys * 24)
+    hourly_json = [json.dumps(row) for row in hourly.reshape(n_keys, 24).tolist()]
 
     pair_counts = {c: _PairCounts(key_codes, n_keys, events[c]) for c in set(views) | ({"actor", "ip"} & set(events))}
     tops = {c: pc.top_json(top_n) for c, pc in pair_counts.items()}
     empty = ["[]"] * n_keys
-    frames = []
-    for view in views:
-        part = pd.DataFrame(pair_counts[view].aggregates())
-        part.insert(0, "key", keys)
-        part.insert(0, "view", view)
-        part.insert(0, "day", the_day)
-        part["hourly"] = hourly_json
-        part["top_samples"] = tops[view]
-        part["top_actors"] = tops.get("actor", empty)
-        part["top_ips"] = tops.get("ip", empty)
-        frames.append(part)
-    return pd.concat(frames, ignore_index=True)[cols]
+    # One frame built from whole columns (the views stacked): inserts and a concat cost more than the statistics.
+    per_view = [pair_counts[view].aggregates() for view in views]
+    columns = {"day": [the_day] * (n_keys * len(views)), "view": [v for v in views for _ in range(n_keys)],
+               "key": keys * len(views)}
+    columns.update({c: np.concatenate([agg[c] for agg in per_view]) for c in per_view[0]})
+    columns.update({
+        "hourly": hourly_json * len(views), "top_samples": [j for view in views for j in tops[view]],
+        "top_actors": tops.get("actor", empty) * len(views), "top_ips": tops.get("ip", empty) * len(views),
+    })
+    return pd.DataFrame(columns, columns=cols)
+
+
+def _utc_hours(times: pd.Series) -> np.ndarray:
+    """Hour of day (0-23) per event; naive datetime64 columns (UTC by convention) straight from the integers."""
+    if isinstance(times.dtype, np.dtype) and times.dtype.kind == "M" and not times.hasnans:  # not tz-aware, no NaT
+        per_hour = np.timedelta64(1, "h") // np.timedelta64(1, np.datetime_data(times.dtype)[0])
+        return times.to_numpy().view(np.int64) // per_hour % 24
+    return pd.to_datetime(times).dt.hour.to_numpy()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -373,12 +392,17 @@ def detect_peaks(today: pd.DataFrame, history: pd.DataFrame | None, config: Peak
     # Plain arrays once: per-row pandas access would cost more than the statistics themselves.
     h_day = pd.to_datetime(history["day"]).to_numpy(dtype="datetime64[D]") if len(history) else np.array([], "datetime64[D]")
     h_view = history["view"].to_numpy(dtype=object) if len(history) else np.array([], object)
-    for the_day, today_day in today.groupby("day", sort=True):
-        the_day = pd.Timestamp(the_day).date()
+    # Masks rather than groupby: a daily run has one day and a view or two, and groupby's set-up costs more.
+    t_day = pd.to_datetime(today["day"]).to_numpy(dtype="datetime64[D]")
+    t_view = today["view"].to_numpy(dtype=object)
+    for day64 in np.unique(t_day):
+        the_day = day64.item()
         lo = np.datetime64(the_day - dt.timedelta(days=config.window_days), "D")
-        in_window = (h_day >= lo) & (h_day < np.datetime64(the_day, "D"))
-        for view, tv in today_day.groupby("view", sort=True):
+        in_window = (h_day >= lo) & (h_day < day64)
+        on_day = t_day == day64
+        for view in sorted(set(t_view[on_day])):
             mask = in_window & (h_view == view)
+            tv = today.loc[on_day & (t_view == view)]
             out.extend(_detect_view(tv, history.loc[mask], h_day[mask], the_day, view, config))
     return pd.DataFrame(out, columns=cols)
 
