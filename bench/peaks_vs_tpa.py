@@ -121,7 +121,7 @@ def ingest_day(path: Path, parquet: Path) -> None:
 
 def read_partition(parquet: Path):
     """The day's partition as a DataFrame (the same frame as ``pd.read_parquet``). pyarrow reads the single file
-    directly: ``pd.read_parquet`` goes through the dataset layer, about 1.5 ms of a ~5 ms read at 40k rows."""
+    directly: ``pd.read_parquet`` goes through the dataset layer, 1-2 ms of a ~5 ms read at 40k rows."""
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(parquet).read().to_pandas()
