@@ -52,6 +52,7 @@ DEFAULT_CONFIG: dict = {
     "campaign_min_accounts": 5,  # an IP that failed for this many accounts today is a campaign IP ...
     "campaign_max_recovered": 0.5,  # ... unless most of them then signed in from it
     "download_actions": ("file_downloaded", "download", "file_download", "download_file", "export"),
+    "rare_hour_days": 1,  # a new device on a familiar network at an hour bucket seen on at most this many days
     "impossible_speed_kmh": 1500.0,  # airliners do ~900; IP geolocation is coarse
     "impossible_min_km": 500.0,
     "roaming_ips_per_user_day": 1.5,  # networks whose users get this many IPs a day churn (carriers, CGNAT)
@@ -83,6 +84,7 @@ DEFAULT_CONFIG: dict = {
         "away_from_home": -1.0,  # own devices active, fixed networks silent around it (consistent with travel)
         "fixed_lines_quiet": -0.5,  # fixed networks silent around it
         "risky_return": 1.5,  # a network whose earlier visit brought a stranger device or an OAuth grant
+        "own_network": -2.5,  # a campaign IP on a network the user's own devices use (a shared VPN exit)
     },
 }
 
@@ -132,6 +134,9 @@ class RiskScorer:
         self.active_users_ = 0
         self.pairs_ = pd.DataFrame(columns=["days", "vouched", "stranger"])  # (actor, network) in the history window
         self.blocks_ = pd.Series(dtype="datetime64[ns]")  # actor + address block -> first day used
+        self.home_lines_ = pd.Series(dtype="datetime64[ns]")  # (actor, network) of a fixed line -> first day
+        self.home_city_ = pd.Series(dtype=object)  # actor -> most frequent city on the user's steady lines
+        self.home_country_ = pd.Series(dtype=object)  # actor -> most frequent country there
         self.devices_: set = set()  # (actor, device key) seen on >= vouch_days days
         self.dev_major_ = pd.Series(dtype=float)  # (actor, device key) -> newest browser major
 
@@ -155,10 +160,26 @@ class RiskScorer:
         ips_per_user_day = h.groupby(["network", "actor", "day"])["ipx"].nunique().groupby("network").mean()
         located = h[h["city"] != ""]
         cities_per_user = located.groupby(["network", "actor"])["city"].nunique().groupby("network").mean()
-        # VPN / egress: most of the network's users live somewhere else (their most frequent city differs)
-        per_city = located.groupby(["actor", "city"], sort=False).size().reset_index(name="n")
+        # The user's steady lines: networks where the user keeps an address block (IPv4 address, IPv6 /64) for days
+        # on end (home and office lines, dynamic ones included). A carrier's CGNAT hands out a new address nearly
+        # every time and geolocates to its head office, so it must not decide where the user lives.
+        h["block"] = _address_block(h["ipx"])
+        okl = located[ok.reindex(located.index).to_numpy()].assign(block=h["block"])
+        per_pair = okl.groupby(["actor", "network"]).agg(days=("day", "nunique"), blocks=("block", "nunique"),
+                                                         first=("day", "min"))
+        steady = per_pair[(per_pair["days"] >= 2) & (per_pair["blocks"] <= 0.5 * per_pair["days"])]
+        on_steady = pd.MultiIndex.from_arrays([located["actor"], located["network"]]).isin(steady.index)
+        votes = pd.concat([located[on_steady],
+                           located[~located["actor"].isin(set(steady.index.get_level_values(0)))]])
+        # VPN / egress: most of the network's users live somewhere else (their home city differs)
+        per_city = votes.groupby(["actor", "city"], sort=False).size().reset_index(name="n")
         per_city = per_city.sort_values(["actor", "n", "city"], ascending=[True, False, True], kind="stable")
         home = per_city.drop_duplicates("actor").set_index("actor")["city"]
+        country = _text(votes, "geo_country")
+        per_country = votes[country != ""].groupby(["actor", country[country != ""]]).size()
+        self.home_country_ = (per_country.reset_index(name="n").sort_values(["actor", "n"], ascending=[True, False],
+                              kind="stable").drop_duplicates("actor").set_index("actor").iloc[:, 0]
+                              if len(per_country) else pd.Series(dtype=object))
         pairs = located[["network", "actor", "city"]].drop_duplicates(["network", "actor"])
         pairs = pairs.assign(away=pairs["city"].to_numpy() != pairs["actor"].map(home).to_numpy())
         away_share = pairs.groupby("network")["away"].mean()
@@ -201,8 +222,13 @@ class RiskScorer:
         # the user's fixed lines: an address block (IPv4 address, IPv6 /64) the user had on an earlier day; a
         # carrier's CGNAT hands out a new address nearly every time, so phones on the move rarely repeat one
         okh = h[_text(h, "outcome") != "failure"] if "outcome" in h else h
-        key = okh["actor"].astype(str) + "\x1f" + _address_block(okh["ipx"])
+        key = okh["actor"].astype(str) + "\x1f" + okh["block"]
         self.blocks_ = okh["day"].groupby(key.to_numpy()).min()
+        # A dynamic home line gets a new address every few days; the ISP and the city stay. So in the user's home
+        # city a new address on one of their steady lines also places them (not on a VPN / egress provider).
+        egress = set(nets.index[nets["egress"]])
+        self.home_lines_ = steady.loc[~steady.index.get_level_values(1).isin(egress), "first"]
+        self.home_city_ = home
         apps = h[_text(h, "oauth_client") != ""]
         self.apps_ = apps.groupby(_text(apps, "oauth_client"))["actor"].nunique() if len(apps) else pd.Series(dtype="int64")
         return self
@@ -240,7 +266,11 @@ class RiskScorer:
             ev.loc[older, "device"] = ev.loc[older, "device"] + " v" + _text(ev.loc[older], "ua_browser_major")
         for f in ("asn", "asn_org", "ua_device_key", "geo_country", "hour_bucket", "session_id"):
             ev[f"prior_{f}"] = prior.get(f, pd.Series(np.nan, index=ev.index))
-        ev.loc[older, "prior_ua_device_key"] = 0.0
+        # ... unless that older machine is itself one the user has had for days (a second, stale computer)
+        own_older = pd.Series([(a, d) in self.devices_ for a, d in zip(ev.loc[older, "actor"], ev.loc[older, "device"])],
+                              index=ev.index[older], dtype=bool)
+        ev.loc[own_older.index[~own_older.to_numpy()], "prior_ua_device_key"] = 0.0
+        ev.loc[own_older.index[own_older.to_numpy()], "prior_ua_device_key"] = float(cfg["vouch_days"])
         # the network's familiarity: by ASN, else by organisation
         ev["net_days"] = ev["prior_asn"].where(ev["prior_asn"].notna(), ev["prior_asn_org"])
 
@@ -252,7 +282,8 @@ class RiskScorer:
         campaign_ips, campaign_actors, campaign_reason = _campaigns(ev, peaks, cfg)
         jumps = _session_jumps(ev, previous_events)
         travel = _impossible_travel(ev, previous_events, self.networks_, cfg)
-        self._presence = _home_presence(ev, previous_events, self.blocks_, self.networks_)
+        self._presence = _home_presence(ev, previous_events, self.blocks_, self.networks_, self.home_lines_,
+                                        self.home_city_)
         self._own_devices = _own_device_times(ev, previous_events, self.devices_, self.dev_major_)
 
         # Only (actor, network) pairs with something to tell get a story: an established user on an unfamiliar
@@ -358,10 +389,18 @@ class RiskScorer:
             net_days = int(self.pairs_.at[pair, "days"])
         if not familiar and seen_before and bool(self.pairs_.at[pair, "vouched"]):
             familiar = True  # e.g. day 2 of a trip: the user's laptop used the hotel network yesterday
-        if not familiar and seen_before and net_days > 0:
+        # Abroad: outside the user's home country (day 2 of a trip included), else a country never seen for the user.
+        cdays = g["prior_geo_country"].iloc[0]
+        home_country = self.home_country_.get(actor) if len(self.home_country_) else None
+        abroad = (country != home_country) if home_country and country else not (pd.notna(cdays) and cdays > 0)
+        came_back = pd.notna(net_days) and net_days > 0
+        risky = bool(seen_before and self.pairs_.at[pair, "stranger"])
+        # A return abroad after visits that brought no stranger reads like the first visit (day 2 of a trip).
+        harmless_return = came_back and seen_before and not risky and abroad
+        if not familiar and seen_before and net_days > 0 and not harmless_return:
             add("unvouched_return", f"{label} was first used by this account {int(self.pairs_.at[pair, 'days'])} "
                 "day(s) before, never from the user's own devices")
-            if bool(self.pairs_.at[pair, "stranger"]):
+            if risky:
                 add("risky_return", f"on its earlier day(s) {label} brought this account a device the user never had "
                     "or an OAuth grant")
         if not familiar:
@@ -379,22 +418,30 @@ class RiskScorer:
                 add("new_country", f"country {country} never seen for this user")
             dev = g[g["device"] != ""]
             vouching = dev[dev["prior_ua_device_key"].fillna(0) >= cfg["vouch_days"]]
-            if len(vouching):
+            travel_hit = g["_travel"].any()
+            if len(vouching) and not travel_hit:
                 add("vouched", f"the user's own device {vouching['device'].iloc[0]} is on this network too")
+            elif len(vouching):  # the user's own machine cannot be on both ends of an impossible trip
+                add("unvouched", f"a device like the user's {vouching['device'].iloc[0]} is on this network, but "
+                    "the trip here is impossible")
             else:
                 add("unvouched", "none of the user's known devices used this network")
             new_dev = dev[dev["prior_ua_device_key"].fillna(0) < cfg["familiar_days"]]
             if len(new_dev):
                 names = ", ".join(new_dev["device"].drop_duplicates().head(2))
                 add("new_device", f"device {names} new for this user")
+                if not len(vouching) and "common_in_org" in kinds:
+                    # Colleagues on the network explain the user being there, not a device the user never had
+                    # that none of their own devices accompany.
+                    i = kinds.index("common_in_org")
+                    del points[i], kinds[i], reasons[i]
                 dl = new_dev[new_dev["action_l"].isin(cfg["download_actions"])]
                 if len(dl) >= 20:
                     add("mass_downloads", f"{len(dl)} downloads by the new device")
                 elif len(dl) >= 3:
                     add("downloads", f"{len(dl)} downloads by the new device")
             hours = g[(g["prior_hour_bucket"].fillna(0) == 0)]
-            home_country = pd.notna(g["prior_geo_country"].iloc[0]) and g["prior_geo_country"].iloc[0] > 0
-            if len(hours) and home_country:  # abroad, other hours are the time zone's doing
+            if len(hours) and not abroad:  # abroad, other hours are the time zone's doing
                 h = int(hours["event_time"].iloc[0].hour)
                 add("odd_hours", f"active at {h:02d}h UTC, an hour bucket never seen for this user")
             # rare OAuth grants on the unfamiliar network
@@ -406,11 +453,12 @@ class RiskScorer:
                     break
         else:  # a familiar network: only a new device at hours the user never works tells a story
             dev = g[(g["device"] != "") & (g["prior_ua_device_key"].fillna(0) < cfg["familiar_days"])]
-            night = dev[dev["prior_hour_bucket"].fillna(0) == 0]
+            night = dev[dev["prior_hour_bucket"].fillna(0) <= cfg["rare_hour_days"]]
             if len(night):
+                seen = int(night["prior_hour_bucket"].fillna(0).iloc[0])
                 add("new_device", f"device {night['device'].iloc[0]} new for this user, on {label}")
-                add("odd_hours", f"active at {int(night['event_time'].iloc[0].hour):02d}h UTC, an hour bucket never "
-                    "seen for this user")
+                add("odd_hours", f"active at {int(night['event_time'].iloc[0].hour):02d}h UTC, an hour bucket "
+                    + (f"seen on only {seen} earlier day(s)" if seen else "never seen") + " for this user")
                 dl = dev[dev["action_l"].isin(cfg["download_actions"])]
                 if len(dl) >= 3:
                     add("downloads", f"{len(dl)} downloads by the new device")
@@ -419,6 +467,14 @@ class RiskScorer:
         if len(ok) or (actor in campaign_actors and not familiar and len(active)):
             ip = ok["ip"].iloc[0] if len(ok) else _s(first.get("ip"))
             add("campaign_success", f"successful sign-in from {ip}: {campaign_reason.get(ip, 'an IP in a failing-login campaign')}")
+            # Commercial VPN exits are shared: attackers rent the same ones the user's own devices use daily. A
+            # sign-in there that brings no stranger (a new device or an OAuth grant from that address) is the user's.
+            from_ip = g[g["ip"].astype(str) == str(ip)]
+            stranger = ((from_ip["device"] != "") & (from_ip["prior_ua_device_key"].fillna(0) < cfg["vouch_days"])).any() \
+                or (_text(from_ip, "oauth_client") != "").any() or from_ip["action_l"].eq("authorize").any()
+            if familiar and seen_before and bool(self.pairs_.at[pair, "vouched"]) and not stranger:
+                add("own_network", f"the user's own devices have used {label} on {net_days} earlier day(s) and "
+                    f"nothing new came from {ip}: a shared VPN or proxy exit")
         j = g[g["_jump"]]
         if len(j):
             add("session_jump", jumps[j["event_id"].iloc[0]])
@@ -426,11 +482,10 @@ class RiskScorer:
         if len(t) and not familiar:
             add("impossible_travel", travel[t["event_id"].iloc[0]])
         if not familiar:
-            cdays = g["prior_geo_country"].iloc[0]
-            # Travel explains a new network abroad; at home, another local network is not a trip.
-            abroad = not (pd.notna(cdays) and cdays > 0)
+            # Travel explains a new network abroad (a first visit, or a harmless return); at home, another local
+            # network is not a trip.
             self._where(actor, g, add, skip_presence=bool(len(t)),
-                        first_visit=abroad and not (pd.notna(net_days) and net_days > 0))
+                        may_travel=abroad and (not came_back or harmless_return))
         vend = g[g["_vendor"]]
         if len(vend):
             why = _s(vend["vendor_reasons"].iloc[0]) if "vendor_reasons" in vend else ""
@@ -442,7 +497,7 @@ class RiskScorer:
         return points, kinds, reasons, None
 
 
-    def _where(self, actor, g, add, skip_presence: bool, first_visit: bool) -> None:
+    def _where(self, actor, g, add, skip_presence: bool, may_travel: bool) -> None:
         """Where the user physically was: own fixed network in use too far away (someone else is on this network),
         or none in use around it (consistent with the user travelling)."""
         cfg = self.cfg_
@@ -455,10 +510,10 @@ class RiskScorer:
         near = home[(home["event_time"] >= t0) & (home["event_time"] <= t1)
                     & (home["network"] != g["network"].iloc[0])] if home is not None else None
         if near is None or near.empty:
-            # Only a first visit reads as travel (a network coming back after a stranger's visit does not), and
-            # only without physical evidence against it. Travelling, the user's own laptop or phone usually keeps
-            # working elsewhere (hotel, roaming carrier): that is stronger evidence than mere silence.
-            if skip_presence or not first_visit:
+            # Travel explains the network only where the story allows it (``may_travel``) and without physical
+            # evidence against it. Travelling, the user's own laptop or phone usually keeps working elsewhere
+            # (hotel, roaming carrier): that is stronger evidence than mere silence.
+            if skip_presence or not may_travel:
                 return
             own = self._own_devices.get(actor)
             if own is not None and ((own >= t0) & (own <= t1)).any():
@@ -511,9 +566,11 @@ def _address_block(ips: pd.Series) -> pd.Series:
     return out
 
 
-def _home_presence(ev, previous, blocks: pd.Series, networks) -> dict:
-    """actor -> located, successful events from the user's fixed lines (an address block the user had on an
-    earlier day, not a VPN / egress provider), today and the day before: where the user physically was."""
+def _home_presence(ev, previous, blocks: pd.Series, networks, home_lines: pd.Series | None = None,
+                   home_city: pd.Series | None = None) -> dict:
+    """actor -> located, successful events from the user's fixed lines, today and the day before: where the user
+    physically was. A fixed line is an address block the user had on an earlier day (not a VPN / egress provider),
+    or a new dynamic address in the user's home city on a network where the user kept a fixed line before."""
     if blocks is None or len(blocks) == 0:
         return {}
     cols = ["actor", "event_time", "network", "geo_lat", "geo_lon", "geo_city", "geo_country", "asn", "asn_org"]
@@ -533,7 +590,12 @@ def _home_presence(ev, previous, blocks: pd.Series, networks) -> dict:
         return {}
     allv = pd.concat(frames, ignore_index=True)
     first = blocks.reindex((allv["actor"].astype(str) + "\x1f" + allv["block"]).to_numpy()).to_numpy()
-    keep = pd.Series(first < allv["event_time"].dt.normalize().to_numpy(), index=allv.index)  # NaT: False
+    day = allv["event_time"].dt.normalize().to_numpy()
+    keep = pd.Series(first < day, index=allv.index)  # NaT: False
+    if home_lines is not None and len(home_lines) and home_city is not None and len(home_city):
+        line = home_lines.reindex(pd.MultiIndex.from_arrays([allv["actor"].astype(str), allv["network"]])).to_numpy()
+        at_home = (_text(allv, "geo_city") == allv["actor"].astype(str).map(home_city).fillna("")).to_numpy()
+        keep |= (line < day) & at_home & (_text(allv, "geo_city") != "").to_numpy()
     if len(networks) and "egress" in networks:
         keep &= ~allv["network"].isin(set(networks.index[networks["egress"].astype(bool)]))
     allv = allv[keep]
@@ -687,6 +749,8 @@ def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks
     cols = ["event_id", "actor", "event_time", "network", "geo_lat", "geo_lon", "geo_city", "geo_country", "ip"]
     frames = []
     for f in ([previous] if previous is not None and len(previous) else []) + [ev]:
+        if "outcome" in f:  # a failed attempt (someone guessing the password) does not place the user anywhere
+            f = f[_text(f, "outcome") != "failure"]
         f = f.copy()
         f["network"] = network_key(f)
         for c in cols:
