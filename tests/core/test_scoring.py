@@ -357,3 +357,147 @@ def test_travel_discount_only_abroad():
     assert points([phone, abroad], "105.112.1.1") == pytest.approx(points([abroad], "105.112.1.1") - 0.5)
     # at home, no travel discount at all (not even fixed_lines_quiet)
     assert points([phone, local], "91.64.1.1") == pytest.approx(points([local], "91.64.1.1"))
+
+
+def test_a_new_dynamic_address_on_the_home_line_still_places_the_user():
+    """Home lines get a new address every few days; the ISP and the city stay, so the user is still at home."""
+    victim_i = 12
+    h = _home_line_history(victim_i)  # the victim kept 87.1.2.3 for the whole history: a steady line
+    asn, org = HOME_ISPS[victim_i % len(HOME_ISPS)]
+    t = TODAY + pd.Timedelta(hours=7)
+    # 5 h later, 5,000 km away: too slow for "impossible travel", too fast to have flown there
+    abroad = ev(t + pd.Timedelta(hours=5), user(victim_i), "105.112.1.1", *MTN, place=LAGOS)
+    today_new_address = ev(t, user(victim_i), "87.1.77.77", asn, org)
+    scores = score_day(h, [today_new_address, abroad])
+    top = scores[scores["ip"] == "105.112.1.1"].iloc[0]
+    assert "home_presence" in top["kinds"].split(",")
+    assert top["score"] >= 0.5
+    # the ordinary history changes the home address every day: no steady line, so a new address places nobody
+    kinds = ",".join(score_day(history(), [today_new_address, abroad])["kinds"])
+    assert "home_presence" not in kinds
+
+
+def test_a_failed_attempt_does_not_place_the_user():
+    from watch_pipeline.core.scoring import DEFAULT_CONFIG, _impossible_travel
+
+    singapore, dubai = ("SG", "Singapore", 1.29, 103.85), ("AE", "Dubai", 25.2, 55.27)
+    t = TODAY + pd.Timedelta(hours=3)
+    guess = ev(t, user(13), "128.199.1.1", 14061, "DigitalOcean, LLC", place=singapore, outcome="failure",
+               action="login_failure")
+    hotel = ev(t + pd.Timedelta(hours=1), user(13), "94.207.0.11", 5384, "Etisalat", place=dubai)
+    networks = pd.DataFrame(columns=["users", "roaming"])
+    assert _impossible_travel(pd.DataFrame([guess, hotel]), None, networks, DEFAULT_CONFIG) == {}
+    # had the Singapore sign-in succeeded, Dubai an hour later would be impossible
+    succeeded = dict(guess, outcome="success", action="login_success")
+    assert hotel["event_id"] in _impossible_travel(pd.DataFrame([succeeded, hotel]), None, networks, DEFAULT_CONFIG)
+
+
+def test_a_device_like_the_users_does_not_vouch_across_an_impossible_trip():
+    victim_i = 14
+    h = history()
+    asn, org = HOME_ISPS[victim_i % len(HOME_ISPS)]
+    t = TODAY + pd.Timedelta(hours=8)
+    at_home = ev(t, user(victim_i), f"10{victim_i % 3}.{victim_i}.1.{TODAY.day}", asn, org)
+    # the attacker's browser has the same family as the victim's laptop (Chrome on Windows)
+    attacker = [ev(t + pd.Timedelta(minutes=40 + k), user(victim_i), "105.112.1.1", *MTN, place=LAGOS,
+                   app="slack_audit", action="file_downloaded", outcome="info", device=LAPTOP) for k in range(3)]
+    scores = score_day(h, [at_home] + attacker)
+    top = scores[scores["ip"] == "105.112.1.1"].iloc[0]
+    assert "impossible_travel" in top["kinds"] and "the trip here is impossible" in top["reasons"]
+    assert top["score"] >= 0.5
+    # without the sign-in at home 40 minutes earlier the same laptop family abroad vouches (a trip)
+    assert actor_score(score_day(h, attacker), user(victim_i)) < 0.5
+
+
+M247 = (9009, "M247 Europe SRL")
+
+
+def _vpn_user_history(victim_i: int) -> pd.DataFrame:
+    """The history, with the victim also working through a commercial VPN (M247) from their own laptop every day."""
+    rows = [ev(START + pd.Timedelta(days=d, hours=14), user(victim_i), f"146.70.2.{d}", *M247, app="slack_audit",
+               action="file_downloaded", outcome="info", device=LAPTOP, place=("NL", "Amsterdam", 52.37, 4.9))
+            for d in range(HISTORY_DAYS)]
+    return pd.concat([history(), pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_a_shared_vpn_exit_in_a_stuffing_run():
+    """Attackers rent the same VPN exits as the user: a sign-in there that brings nothing new is the user's."""
+    victim_i = 15
+    h = _vpn_user_history(victim_i)
+    t = TODAY + pd.Timedelta(hours=9)
+    ams = ("NL", "Amsterdam", 52.37, 4.9)
+    campaign = [ev(t + pd.Timedelta(minutes=k), user(i), "146.70.1.1", *M247, place=ams, outcome="failure",
+                   action="login_failure") for k, i in enumerate(range(20, 28))]
+    mine = ev(t + pd.Timedelta(minutes=30), user(victim_i), "146.70.1.1", *M247, place=ams)
+    scores = score_day(h, campaign + [mine])
+    top = scores[scores["actor"] == user(victim_i)].iloc[0]
+    assert "campaign_success" in top["kinds"] and "shared VPN or proxy exit" not in top["reasons"]  # shown: > 0 only
+    assert top["score"] < 0.5
+    # the same sign-in followed by an OAuth grant from that address is a takeover
+    grant = ev(t + pd.Timedelta(minutes=33), user(victim_i), "146.70.1.1", *M247, place=ams, app="token",
+               action="authorize", oauth="rclone")
+    assert actor_score(score_day(h, campaign + [mine, grant]), user(victim_i)) >= 0.5
+
+
+def test_day_two_of_a_trip_reads_like_day_one():
+    victim_i = 16
+    h = _home_line_history(victim_i)
+    hotel, lisbon = (12345, "Hotel Lisboa Wifi"), ("PT", "Lisbon", 38.72, -9.14)
+    yesterday = TODAY - pd.Timedelta(days=1)
+    h = pd.concat([h, pd.DataFrame([ev(yesterday + pd.Timedelta(hours=19), user(victim_i), "85.1.1.1", *hotel,
+                                       place=lisbon)])], ignore_index=True)
+
+    def story(place, asn_org):
+        t = TODAY + pd.Timedelta(hours=9)
+        phone = ev(t - pd.Timedelta(hours=1), user(victim_i), "80.9.9.9", *CARRIER, app="slack_access",
+                   action="access", device=PHONE)
+        rows = [phone, ev(t, user(victim_i), "85.1.1.1", *asn_org, place=place),
+                ev(t + pd.Timedelta(minutes=2), user(victim_i), "85.1.1.1", *asn_org, place=place,
+                   app="slack_audit", action="user_login", device=NEW_DEVICE)]  # the hotel's computer
+        s = score_day(h, rows)
+        return s[s["ip"] == "85.1.1.1"].iloc[0]
+
+    abroad = story(lisbon, hotel)
+    assert "unvouched_return" not in abroad["kinds"] and abroad["score"] < 0.5
+    # the same return at home is no trip: a network that came back without the user's devices
+    local = story(("DE", "Cologne", 50.94, 6.96), hotel)
+    assert "unvouched_return" in local["kinds"] and local["score"] > abroad["score"]
+
+
+def test_a_common_network_does_not_excuse_a_stranger_device():
+    """Many colleagues use the ISP, which explains the user being there, not a device none of theirs accompany."""
+    victim_i = 17
+    versatel = (8881, "1&1 Versatel")
+    colleagues = [ev(START + pd.Timedelta(days=d, hours=10), user(i), f"91.1.{i}.{d}", *versatel)
+                  for d in range(HISTORY_DAYS) for i in range(0, 10)]
+    h = pd.concat([history(), pd.DataFrame(colleagues)], ignore_index=True)
+    t = TODAY + pd.Timedelta(hours=14)
+
+    def on_versatel(device):
+        rows = [ev(t, user(victim_i), "91.9.9.9", *versatel)]
+        rows += [ev(t + pd.Timedelta(minutes=5 + k), user(victim_i), "91.9.9.9", *versatel, app="slack_audit",
+                    action="file_downloaded", outcome="info", device=device) for k in range(5)]
+        return actor_score(score_day(h, rows), user(victim_i))
+
+    assert on_versatel(NEW_DEVICE) >= 0.5
+    assert on_versatel(LAPTOP) < 0.5  # the user's own laptop there: a friend's flat, a new ISP
+
+
+def test_a_new_device_at_an_hour_worked_only_once_on_a_familiar_network(hist):
+    victim_i = 18
+    asn, org = HOME_ISPS[victim_i % 3]
+    home = f"10{victim_i % 3}.{victim_i}.1"
+
+    def night_with(history_nights: int) -> float:
+        extra = [ev(START + pd.Timedelta(days=d, hours=1), user(victim_i), f"{home}.{d + 1}", asn, org)
+                 for d in range(history_nights)]
+        h = pd.concat([hist, pd.DataFrame(extra)], ignore_index=True) if extra else hist
+        t = TODAY + pd.Timedelta(hours=1)
+        rows = [ev(t, user(victim_i), f"{home}.{TODAY.day}", asn, org)]
+        rows += [ev(t + pd.Timedelta(minutes=5 + k), user(victim_i), f"{home}.{TODAY.day}", asn, org,
+                    app="slack_audit", action="file_downloaded", outcome="info", device=NEW_DEVICE) for k in range(4)]
+        return actor_score(score_day(h, rows), user(victim_i))
+
+    assert night_with(0) >= 0.5
+    assert night_with(1) >= 0.5  # one late night before does not make 01h a working hour
+    assert night_with(4) < 0.5  # four do
