@@ -13,10 +13,12 @@ So :class:`RiskScorer` groups a day's events per (actor, network) and adds evide
 * strong signals: success from an IP failing for many accounts (spray / stuffing), rare OAuth grant, downloads by
   the new device, a Slack session that jumps to a new IP and device, impossible travel (ignoring networks whose IPs
   churn or whose users appear in many cities), activity in an hour bucket the user never works, vendor flags;
-* where the user physically is: their own fixed lines (an address the user had on an earlier day, not a VPN) in use
-  too far away to have flown there ("home_presence": the victim keeps working at home while someone signs in
-  abroad), or silent while the user's own devices work elsewhere ("away_from_home": consistent with a trip);
-  a network that comes back after a visit that brought a stranger device or an OAuth grant ("risky_return").
+* where the user physically is: their own fixed lines (an address the user had on an earlier day, or a new dynamic
+  address in the home city on a line where the user keeps addresses for days; not a VPN) in use too far away to
+  have flown there ("home_presence": the victim keeps working at home while someone signs in abroad), or silent
+  while the user's own devices work elsewhere ("away_from_home": consistent with a trip); a network that comes
+  back after a visit that brought a stranger device or an OAuth grant ("risky_return");
+* a campaign IP on a VPN exit the user's own devices use, bringing nothing new, is a shared exit ("own_network").
 
 ``score = sigmoid(points - offset)``. While a user is learning, per-user novelty points are dropped, so only the
 organisation-level, physical and vendor signals can raise the score. Every point comes with a reason that carries
