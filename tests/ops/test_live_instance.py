@@ -1,6 +1,6 @@
 """A live Dagster (`dagster dev`: webserver + daemon + code server) over a PostgreSQL-backed instance and warehouse.
 
-One server for the module: a 7-day backfill launched through GraphQL `launchPartitionBackfill`, then the asset graph
+One server for the module: an 8-day backfill launched through GraphQL `launchPartitionBackfill`, then the asset graph
 in headless Chromium. The server runs in its own process group and is stopped with it.
 """
 
@@ -91,11 +91,11 @@ def _asset_keys() -> list[dict]:
 
 @pytest.mark.slow
 def test_graphql_backfill_on_postgres_equals_day_by_day(live_dagster, ops_env, ops_org, monkeypatch):
-    keys = day_keys(ops_org, 7)
+    keys = day_keys(ops_org, 8)  # all 8 days: the first week is cold start, alerts come on day 8
     launched = graphql(live_dagster.port, LAUNCH, {"params": {
         "partitionNames": keys,
         "assetSelection": _asset_keys(),
-        "title": "ops test: 7-day backfill",
+        "title": "ops test: 8-day backfill",
     }})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
@@ -113,7 +113,7 @@ def test_graphql_backfill_on_postgres_equals_day_by_day(live_dagster, ops_env, o
         time.sleep(2)
     assert status and status.get("status") in {"COMPLETED", "COMPLETED_SUCCESS"}, \
         f"{status}\n{live_dagster.log.read_text()[-5000:]}"
-    assert status["numPartitions"] == 7
+    assert status["numPartitions"] == 8
 
     monkeypatch.setenv("DAGSTER_HOME", str(live_dagster.dagster_home))
     with dg.DagsterInstance.get() as instance:
@@ -124,8 +124,8 @@ def test_graphql_backfill_on_postgres_equals_day_by_day(live_dagster, ops_env, o
             assert instance.get_materialized_partitions(dg.AssetKey(key["path"])) == set(keys), key
     backfilled = snapshot(url=live_dagster.warehouse_url)
 
-    assert len(daily["events"]) > 1 and len(daily["alerts"]) > 1, "the 7 days should raise alerts"
-    assert_same_tables(daily, backfilled, "7-day GraphQL backfill (PostgreSQL) vs day-by-day (DuckDB)")
+    assert len(daily["events"]) > 1 and len(daily["alerts"]) > 1, "the 8 days should raise alerts"
+    assert_same_tables(daily, backfilled, "8-day GraphQL backfill (PostgreSQL) vs day-by-day (DuckDB)")
 
 
 CHROMIUM = "/usr/bin/chromium"
