@@ -103,7 +103,10 @@ def _text(frame: pd.DataFrame, col: str) -> pd.Series:
     s = frame[col]
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         num = pd.to_numeric(s, errors="coerce")
-        return num.map(lambda v: "" if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v))).astype(object)
+        # formatted once per distinct value (an ASN column of a month of history has ~1e6 rows, ~1e3 values)
+        codes, uniques = pd.factorize(num, use_na_sentinel=True)
+        labels = np.array([str(int(v)) if float(v).is_integer() else str(v) for v in uniques] + [""], dtype=object)
+        return pd.Series(labels[codes], index=s.index, dtype=object)
     return s.astype(object).where(s.notna(), "").astype(str).str.strip()
 
 
@@ -158,9 +161,11 @@ class RiskScorer:
         h["ipx"] = _text(h, "ip")
         # users of a network: accounts that did something there (campaign targets only failed there)
         ok = _text(h, "outcome") != "failure" if "outcome" in h else pd.Series(True, index=h.index)
-        users = h[ok].groupby("network")["actor"].nunique().reindex(h["network"].unique(), fill_value=0)
+        # (filters take only the columns they need: each one copies every column it keeps, ~1e6 rows a month)
+        users = h.loc[ok, ["network", "actor"]].groupby("network")["actor"].nunique().reindex(h["network"].unique(),
+                                                                                               fill_value=0)
         ips_per_user_day = h.groupby(["network", "actor", "day"])["ipx"].nunique().groupby("network").mean()
-        located = h[h["city"] != ""]
+        located = h.loc[h["city"] != "", [c for c in ("network", "actor", "city", "day", "geo_country") if c in h]]
         cities_per_user = located.groupby(["network", "actor"])["city"].nunique().groupby("network").mean()
         # The user's steady lines: networks where the user keeps an address block (IPv4 address, IPv6 /64) for days
         # on end (home and office lines, dynamic ones included). A carrier's CGNAT hands out a new address nearly
@@ -214,7 +219,8 @@ class RiskScorer:
         dev_days = h[h["device"] != ""].groupby(["actor", "device"])["day"].nunique()
         familiar_devices = set(dev_days[dev_days >= cfg["vouch_days"]].index)
         self.devices_ = familiar_devices
-        h["own_device"] = [(a, d) in familiar_devices for a, d in zip(h["actor"], h["device"])]
+        h["own_device"] = pd.MultiIndex.from_arrays([h["actor"], h["device"]]).isin(list(familiar_devices)) \
+            if familiar_devices else False
         h["ok_day"] = h["day"].where(_text(h, "outcome") != "failure") if "outcome" in h else h["day"]
         # a stranger on the pair: a device the user never had, or an OAuth grant (what a takeover leaves behind)
         h["stranger"] = ((h["device"] != "") & ~h["own_device"]) | (_text(h, "oauth_client") != "")
@@ -223,7 +229,7 @@ class RiskScorer:
         self.pairs_ = pairs
         # the user's fixed lines: an address block (IPv4 address, IPv6 /64) the user had on an earlier day; a
         # carrier's CGNAT hands out a new address nearly every time, so phones on the move rarely repeat one
-        okh = h[_text(h, "outcome") != "failure"] if "outcome" in h else h
+        okh = h.loc[_text(h, "outcome") != "failure", ["actor", "block", "day"]] if "outcome" in h else h
         key = okh["actor"].astype(str) + "\x1f" + okh["block"]
         self.blocks_ = okh["day"].groupby(key.to_numpy()).min()
         # A dynamic home line gets a new address every few days; the ISP and the city stay. So in the user's home
@@ -564,7 +570,9 @@ def _address_block(ips: pd.Series) -> pd.Series:
     if not v6.any():
         return ips
     out = ips.copy()
-    out[v6] = [str(ipaddress.ip_network(f"{x}/64", strict=False)) if x else x for x in ips[v6]]
+    distinct = pd.unique(ips[v6].to_numpy(dtype=object))  # parsed once per address
+    nets = {x: str(ipaddress.ip_network(f"{x}/64", strict=False)) if x else x for x in distinct}
+    out[v6] = ips[v6].map(nets)
     return out
 
 
