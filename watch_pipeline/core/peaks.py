@@ -376,6 +376,17 @@ def _score_from_p(p: float) -> float:
     return float(min(1.0, -math.log10(max(p, 1e-300)) / 12.0))
 
 
+def _days64(values) -> np.ndarray:
+    """A day column as datetime64[D], as ``pd.to_datetime(values)`` gives it, without its per-call cost for the two
+    usual cases: a datetime64 column (read back from the warehouse) and Python dates (:func:`daily_key_stats`)."""
+    arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if arr.dtype.kind == "M":
+        return arr.astype("datetime64[D]")
+    if arr.dtype == object and all(type(v) is dt.date for v in arr):
+        return np.array(arr.tolist(), dtype="datetime64[D]")
+    return pd.to_datetime(values).to_numpy(dtype="datetime64[D]")
+
+
 def detect_peaks(today: pd.DataFrame, history: pd.DataFrame | None, config: PeakConfig | None = None) -> pd.DataFrame:
     """Peaks of today's key stats against the stored stats of the previous ``window_days`` days.
 
@@ -389,12 +400,14 @@ def detect_peaks(today: pd.DataFrame, history: pd.DataFrame | None, config: Peak
         return pd.DataFrame(columns=cols)
     history = history if history is not None else pd.DataFrame(columns=today.columns)
     out = []
-    # Plain arrays once: per-row pandas access would cost more than the statistics themselves.
-    h_day = pd.to_datetime(history["day"]).to_numpy(dtype="datetime64[D]") if len(history) else np.array([], "datetime64[D]")
+    # Plain arrays once, and positions instead of sub-frames: a daily run has one day, a view or two and a few dozen
+    # keys, so pandas' per-call costs (masks, copies, groupby set-up) would outweigh the statistics themselves.
+    h = _Columns(history)
+    h_day = _days64(history["day"]) if len(history) else np.array([], "datetime64[D]")
     h_view = history["view"].to_numpy(dtype=object) if len(history) else np.array([], object)
-    # Masks rather than groupby: a daily run has one day and a view or two, and groupby's set-up costs more.
-    t_day = pd.to_datetime(today["day"]).to_numpy(dtype="datetime64[D]")
+    t_day = _days64(today["day"])
     t_view = today["view"].to_numpy(dtype=object)
+    t = _Columns(today)
     for day64 in np.unique(t_day):
         the_day = day64.item()
         lo = np.datetime64(the_day - dt.timedelta(days=config.window_days), "D")
@@ -402,13 +415,26 @@ def detect_peaks(today: pd.DataFrame, history: pd.DataFrame | None, config: Peak
         on_day = t_day == day64
         for view in sorted(set(t_view[on_day])):
             mask = in_window & (h_view == view)
-            tv = today.loc[on_day & (t_view == view)]
-            out.extend(_detect_view(tv, history.loc[mask], h_day[mask], the_day, view, config))
-    return pd.DataFrame(out, columns=cols)
+            rows = np.flatnonzero(on_day & (t_view == view))
+            out.extend(_detect_view(today, t, rows, h, mask, h_day[mask], the_day, view, config))
+    return pd.DataFrame(out, columns=cols) if out else pd.DataFrame(columns=cols)
+
+
+class _Columns:
+    """Numpy arrays of a frame's columns, each converted once and only when asked for."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame, self.cache = frame, {}
+
+    def get(self, name: str, dtype=None) -> np.ndarray:
+        if (name, dtype) not in self.cache:
+            self.cache[name, dtype] = self.frame[name].to_numpy(dtype=dtype)
+        return self.cache[name, dtype]
 
 
 def _detect_view(
-    tv: pd.DataFrame, hv: pd.DataFrame, hv_day: np.ndarray, the_day: dt.date, view: str, config: PeakConfig
+    today: pd.DataFrame, t: _Columns, rows: np.ndarray, h: _Columns, h_mask: np.ndarray, hv_day: np.ndarray,
+    the_day: dt.date, view: str, config: PeakConfig,
 ) -> list[dict]:
     day_values, h_days = np.unique(hv_day, return_inverse=True)
     days = [d.item() for d in day_values]
@@ -426,52 +452,61 @@ def _detect_view(
         "none": "",
     }[config.seasonality] if n_ref < n_days else ""
 
-    keys = tv["key"].to_numpy(dtype=object)
+    keys = t.get("key", object)[rows]
     key_index = {k: i for i, k in enumerate(keys)}
-    key_codes, key_uniques = pd.factorize(hv["key"].to_numpy(dtype=object))
+    key_codes, key_uniques = pd.factorize(h.get("key", object)[h_mask])
     h_keys = np.array([key_index.get(k, -1) for k in key_uniques], dtype=np.int64)[key_codes]
     known = h_keys >= 0
     seen = set(key_uniques)
-    rows: list[dict] = []
-    results: dict[str, list] = {k: [] for k in keys}
+    # The three metrics side by side (axis 0): one numpy call per step instead of three.
+    metrics = list(METRICS)
+    full = np.zeros((len(metrics), len(keys), n_days))
+    for j, metric in enumerate(metrics):
+        np.add.at(full[j], (h_keys[known], h_days[known]), h.get(metric, float)[h_mask][known])
+    mat = np.sort(full[:, :, ref], axis=2)
+    obs = np.stack([t.get(metric, float)[rows] for metric in metrics])
+    med = np.median(mat, axis=2)
     n_trim = int(0.1 * n_ref)  # trimming drops past spikes from the baseline
-    for metric, (criterion, noun) in METRICS.items():
-        full = np.zeros((len(keys), n_days))
-        np.add.at(full, (h_keys[known], h_days[known]), hv[metric].to_numpy(dtype=float)[known])
-        mat = np.sort(full[:, ref], axis=1)
-        obs = tv[metric].to_numpy(dtype=float)
-        med = np.median(mat, axis=1)
-        mu = np.maximum(med, mat[:, n_trim : n_ref - n_trim].mean(axis=1))
-        mad = 1.4826 * np.median(np.abs(mat - med[:, None]), axis=1)
-        q75, q25 = np.percentile(mat, [75, 25], axis=1)
-        sd = np.maximum(mad, (q75 - q25) / 1.349)
-        var = np.maximum.reduce([mu, sd**2, (config.min_cv * mu) ** 2])
-        # Window-length normalisation: the predictive distribution of a new day given n days is wider when n is small.
-        var_pred = var * (1.0 + 1.0 / n_ref)
-        mu_pred = mu + np.sqrt(var / n_ref)
-        pval = _tail_p(obs, mu_pred, var_pred)
-        floor = np.maximum(config.min_count, np.ceil(config.min_ratio * mu_pred))
-        fire = (pval <= config.alpha) & (obs >= floor)
-        thr = floor.copy()  # the tail threshold (scipy's discrete isf is slow) only where something fired
-        if fire.any():
-            thr[fire] = np.maximum(floor[fire], _tail_threshold(mu_pred[fire], var_pred[fire], config.alpha))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = (obs - mu) / np.sqrt(var_pred)
-        for i, key in enumerate(keys):
-            if fire[i] and key in seen:
-                results[key].append(
-                    (pval[i], criterion, obs[i], mu[i], thr[i], z[i], med[i], mad[i], noun.format(view=view))
+    mu = np.maximum(med, mat[:, :, n_trim : n_ref - n_trim].mean(axis=2))
+    mad = 1.4826 * np.median(np.abs(mat - med[:, :, None]), axis=2)
+    q75, q25 = np.percentile(mat, [75, 25], axis=2)
+    sd = np.maximum(mad, (q75 - q25) / 1.349)
+    var = np.maximum.reduce([mu, sd**2, (config.min_cv * mu) ** 2])
+    # Window-length normalisation: the predictive distribution of a new day given n days is wider when n is small.
+    var_pred = var * (1.0 + 1.0 / n_ref)
+    mu_pred = mu + np.sqrt(var / n_ref)
+    floor = np.maximum(config.min_count, np.ceil(config.min_ratio * mu_pred))
+    # The tail probability only where the count reaches the floor: elsewhere nothing can fire, and scipy's
+    # distributions cost more per call than the rest of the detector.
+    reach = obs >= floor
+    pval = np.full(obs.shape, np.nan)
+    if reach.any():
+        pval[reach] = _tail_p(obs[reach], mu_pred[reach], var_pred[reach])
+    fire = reach & (pval <= config.alpha)
+    thr = floor.copy()  # the tail threshold (scipy's discrete isf is slow) only where something fired
+    if fire.any():
+        thr[fire] = np.maximum(floor[fire], _tail_threshold(mu_pred[fire], var_pred[fire], config.alpha))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (obs - mu) / np.sqrt(var_pred)
+    results: dict[str, list] = {k: [] for k in keys}
+    for j, (criterion, noun) in enumerate(METRICS.values()):
+        for i in np.flatnonzero(fire[j]).tolist():
+            if keys[i] in seen:
+                results[keys[i]].append(
+                    (pval[j, i], criterion, obs[j, i], mu[j, i], thr[j, i], z[j, i], med[j, i], mad[j, i],
+                     noun.format(view=view))
                 )
-    sub_counts = tv["sub_count"].to_numpy()
+    sub_counts = t.get("sub_count")[rows]
+    out: list[dict] = []
     for i, key in enumerate(keys):
         if key not in seen:
             if sub_counts[i] >= config.new_series_min_count:
-                rows.append(_new_series_row(tv.iloc[i].to_dict(), the_day, view, n_days, config))
+                out.append(_new_series_row(today.iloc[rows[i]].to_dict(), the_day, view, n_days, config))
             continue
-        fired = sorted(results[key], key=lambda t: t[0])
+        fired = sorted(results[key], key=lambda f: f[0])
         if not fired:
             continue
-        row = tv.iloc[i].to_dict()
+        row = today.iloc[rows[i]].to_dict()
         p, criterion, o, e, thr_i, z_i, med_i, mad_i, noun = fired[0]
         score = _score_from_p(p)
         kind, severity = f"{criterion}_spike", _cap(_severity(score), config.generic_max_severity)
@@ -491,10 +526,10 @@ def _detect_view(
                 "; failures spread over many accounts and IPs, few each: "
                 "an org-wide event (e.g. forced password change), not an attack"
             )
-        rows.append(
+        out.append(
             _row(row, the_day, view, criterion, o, e, thr_i, z_i, p, score, severity, kind, "*", reason)
         )
-    return rows
+    return out
 
 
 def _failure_key(key: str, config: PeakConfig) -> bool:
