@@ -179,6 +179,54 @@ def test_daily_key_stats_same_frame_from_object_arrow_and_categorical_columns():
     )
 
 
+def test_daily_key_stats_same_frame_from_an_arrow_table():
+    """A pyarrow Table (a parquet partition as read) gives the frame of its to_pandas(): string, dictionary,
+    missing values, tz-aware times, samples shared by several keys, the ``day`` filter and an empty table."""
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(11)
+    day = dt.date(2026, 9, 1)
+    rows = [
+        _ev(day + dt.timedelta(days=int(k % 7 == 0)), rng.integers(24 * 60), ["login", "drive"][k % 2],
+            ["login_failure", "login_success"][k % 3 == 0], ["failure", "success"][k % 3 == 0],
+            f"u{int(rng.zipf(1.5)) % 300}@x", f"10.0.0.{int(rng.integers(40))}")
+        for k in range(3000)
+    ]
+    events = frame(rows)
+    events.loc[events.index[::97], "app"] = None
+    events.loc[events.index[::89], "actor"] = None
+    cols = ["source", "app", "action", "outcome", "actor", "ip"]
+    complete = events.dropna(subset=["app", "actor"])
+    variants = [
+        events.astype({c: object for c in cols}), events.astype({c: "str" for c in cols}),
+        events.astype({c: "category" for c in cols}), complete.astype({c: "category" for c in cols}),
+        complete.astype({c: "str" for c in cols}), complete.assign(event_time=complete["event_time"].dt.tz_localize("UTC")),
+    ]
+    for variant in variants:
+        table = pa.Table.from_pandas(variant, preserve_index=False)
+        for kwargs in ({}, {"sample": "actor"}, {"day": day}, {"top_n": 3}):
+            expected = pk.daily_key_stats(table.to_pandas(), **kwargs)
+            pd.testing.assert_frame_equal(pk.daily_key_stats(table, **kwargs), expected, check_exact=True)
+    empty = pa.Table.from_pandas(events.iloc[:0], preserve_index=False)
+    pd.testing.assert_frame_equal(pk.daily_key_stats(empty), pk.daily_key_stats(events.iloc[:0]))
+
+
+def test_detect_peaks_same_from_numpy_history_columns(history):
+    """The window as a mapping of numpy arrays (DuckDB's fetchnumpy) gives the peaks of the same rows as a frame."""
+    rows = normal_day(TEST_DAY, 5) + [
+        _ev(TEST_DAY, 600 + k % 300, "login", "login_failure", "failure", _user(k % N_USERS), _home_ip(k % N_USERS))
+        for k in range(400)
+    ] + [_ev(TEST_DAY, 700, "admin", "CREATE_ROLE", "info", _user(1), _home_ip(1)) for _ in range(30)]
+    today = pk.daily_key_stats(frame(rows))
+    window = history[["day", "view", "key", "sub_count", "samp_count", "samp_sub_count_max"]]
+    as_numpy = {c: window[c].to_numpy() for c in window.columns}
+    as_numpy["day"] = pd.to_datetime(window["day"]).to_numpy()
+    expected = pk.detect_peaks(today, window)
+    assert set(expected["criterion"]) >= {"volume", "new_series"}
+    pd.testing.assert_frame_equal(pk.detect_peaks(today, as_numpy), expected, check_exact=True)
+    masked = {**as_numpy, "samp_count": np.ma.masked_array(as_numpy["samp_count"], mask=np.zeros(len(window), bool))}
+    pd.testing.assert_frame_equal(pk.detect_peaks(today, masked), expected, check_exact=True)
+
+
 def test_normal_day_has_no_peaks(history):
     _, peaks = run_day(normal_day(TEST_DAY, 999), history)
     assert peaks.empty, peaks[["key", "criterion", "reason"]].to_string()

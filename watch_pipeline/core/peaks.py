@@ -127,9 +127,19 @@ def _top_json(counts: pd.Series | dict, n: int) -> str:
 def _day_of(events: pd.DataFrame, day: dt.date | str | None) -> dt.date:
     if day is not None:
         return pd.Timestamp(day).date()
-    if "partition_date" in events and len(events):
-        return pd.Timestamp(events["partition_date"].iloc[0]).date()
-    return pd.Timestamp(events["event_time"].iloc[0]).date()
+    col = "partition_date" if "partition_date" in _names(events) and len(events) else "event_time"
+    if _is_arrow(events):  # the first value as pandas sees it, without converting the whole column
+        return pd.Timestamp(events[col].slice(0, 1).to_pandas().iloc[0]).date()
+    return pd.Timestamp(events[col].iloc[0]).date()
+
+
+def _is_arrow(obj) -> bool:
+    """A pyarrow Table or ChunkedArray (told by its module, so that pyarrow is imported only where it is used)."""
+    return type(obj).__module__.partition(".")[0] == "pyarrow"
+
+
+def _names(events) -> list[str]:
+    return events.column_names if _is_arrow(events) else list(events.columns)
 
 
 def _key_labels(uniques: pd.DataFrame) -> list[str]:
@@ -150,6 +160,8 @@ def _key_codes(events: pd.DataFrame, dims: Sequence[str]) -> tuple[np.ndarray, l
         codes, u = _factorize(events[d])
         radix *= max(len(u), 1)
         if radix >= 2**62:  # too many combinations for one int64: let pandas group instead
+            if _is_arrow(events):
+                events = events.select(list(dims)).to_pandas()
             codes = events.groupby(list(dims), sort=False, dropna=False).ngroup().to_numpy()
             return codes, _key_labels(events[list(dims)].drop_duplicates())
         combined = combined * max(len(u), 1) + codes
@@ -176,8 +188,15 @@ def _factorize(values: pd.Series):
 
     Uniques may hold values absent from the column (unused categories): callers count pairs of codes that occur.
     A categorical column is already factorised (its codes); Arrow-backed strings are dictionary-encoded by Arrow
-    directly, about twice as fast as going through pandas for 1e5 distinct hashes.
+    directly, about twice as fast as going through pandas for 1e5 distinct hashes. An Arrow column (a pyarrow
+    ChunkedArray) is factorised the same way without becoming a Series; other Arrow columns (nulls, numbers, ...)
+    are converted to pandas, so that any column gives the values pandas would see.
     """
+    if _is_arrow(values):
+        factorized = _factorize_arrow(values)
+        if factorized is not None:
+            return factorized
+        values = values.to_pandas()
     if isinstance(values.dtype, pd.CategoricalDtype):
         codes = values.cat.codes.to_numpy()
         if not len(codes) or codes.min() >= 0:  # a missing value (code -1) is left to pandas, which makes it a value
@@ -191,20 +210,54 @@ def _factorize(values: pd.Series):
     return pd.factorize(values, use_na_sentinel=False)
 
 
+def _factorize_arrow(values):
+    """(codes, dictionary) of a string or dictionary ChunkedArray without nulls, else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if values.null_count or not len(values):
+        return None
+    if pa.types.is_dictionary(values.type):  # a categorical column: its indices, if its dictionary is a plain one
+        if values.num_chunks != 1:
+            return None
+        chunk = values.chunk(0)
+        dictionary = chunk.dictionary
+        if dictionary.null_count or pc.count_distinct(dictionary).as_py() != len(dictionary):
+            return None
+        return chunk.indices.to_numpy(zero_copy_only=False).astype(np.int64), dictionary
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        encoded = pc.dictionary_encode(values).combine_chunks()
+        return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+    return None
+
+
+def _pair_counts(key_codes: np.ndarray, vcodes: np.ndarray, n_values: int):
+    """(key, value, count) of every (key code, value code) pair that occurs, in no particular order.
+
+    Counted rather than sorted: a value (a sample) usually occurs under one key only, so one representative key per
+    value and a bincount cover most rows; only the rows of values seen under a second key are sorted.
+    """
+    rep = np.zeros(n_values, dtype=np.int64)
+    rep[vcodes] = key_codes  # any of the value's keys
+    other = rep[vcodes] != key_codes
+    mixed = bool(other.any())
+    counts = np.bincount(vcodes[~other] if mixed else vcodes, minlength=n_values)
+    value = np.flatnonzero(counts)
+    key, count = rep[value], counts[value]
+    if mixed:
+        pairs, extra = np.unique(key_codes[other] * n_values + vcodes[other], return_counts=True)
+        key = np.concatenate([key, pairs // n_values])
+        value = np.concatenate([value, pairs % n_values])
+        count = np.concatenate([count, extra])
+    return key, value, count
+
+
 class _PairCounts:
-    """Events per (key, value) pair from integer key codes and a value column, sorted by key then count (desc)."""
+    """Events per (key, value) pair from integer key codes and a value column (a Series or an Arrow column)."""
 
     def __init__(self, key_codes: np.ndarray, n_keys: int, values: pd.Series) -> None:
         vcodes, self.uniques = _factorize(values)
-        n_values = max(len(self.uniques), 1)
-        # numpy sorts integers faster than pandas hashes them (SIMD sort), so unique + counts in one call
-        pairs, counts = np.unique(key_codes.astype(np.int64) * n_values + vcodes, return_counts=True)
-        key, value = pairs // n_values, pairs % n_values
-        # One integer sort key: by key, then count (desc). Labels are compared later, and only where counts tie.
-        self.stride = int(counts.max()) + 1 if len(counts) else 1
-        rank = key * self.stride - counts
-        order = np.argsort(rank, kind="stable")
-        self.key, self.value, self.count, self.rank = key[order], value[order], counts[order], rank[order]
+        self.key, self.value, self.count = _pair_counts(key_codes.astype(np.int64), vcodes, max(len(self.uniques), 1))
         self.n_keys = n_keys
 
     def aggregates(self) -> dict[str, np.ndarray]:
@@ -231,20 +284,34 @@ class _PairCounts:
         Ties are broken by the value itself, never by row order (warehouses promise no order). Only the values whose
         count ties with the n-th are compared, and a large tie (a million samples seen once) costs one linear pass.
         """
+        key, value, count = self.key, self.value, self.count
+        stride = int(count.max()) + 1 if len(count) else 1
+        if len(count) and self.n_keys * stride <= max(4 * len(count), 1 << 16):
+            # Only the candidates are sorted: per key, the values whose count reaches the key's n-th largest count,
+            # found from a histogram of counts per key (values with fewer events cannot make the top n).
+            hist = np.bincount(key * stride + count, minlength=self.n_keys * stride).reshape(self.n_keys, stride)
+            at_least = hist[:, ::-1].cumsum(axis=1)[:, ::-1]  # [k, c]: values of key k with >= c events
+            nth = (at_least >= np.minimum(n, at_least[:, 0])[:, None]).sum(axis=1) - 1
+            cand = np.flatnonzero(count >= nth[key])
+            key, value, count = key[cand], value[cand], count[cand]
+        # One integer sort key: by key, then count (desc). Labels are compared later, and only where counts tie.
+        rank = key * stride - count
+        order = np.argsort(rank, kind="stable")
+        key, value, count, rank = key[order], value[order], count[order], rank[order]
         keys = np.arange(self.n_keys)
-        starts = np.searchsorted(self.key, keys)
-        m = np.minimum(n, np.searchsorted(self.key, keys, side="right") - starts)
+        starts = np.searchsorted(key, keys)
+        m = np.minimum(n, np.searchsorted(key, keys, side="right") - starts)
         # Per key, [start, above): counts above the n-th (fewer than n); [above, tie_end): the tie group at the n-th.
-        kth = np.where(m > 0, self.count[np.minimum(starts + m - 1, len(self.count) - 1)], 0) if len(self.count) else m
-        base = keys * self.stride
-        above = np.searchsorted(self.rank, base - kth, side="left")
-        tie_end = np.searchsorted(self.rank, base - kth, side="right")
+        kth = np.where(m > 0, count[np.minimum(starts + m - 1, len(count) - 1)], 0) if len(count) else m
+        base = keys * stride
+        above = np.searchsorted(rank, base - kth, side="left")
+        tie_end = np.searchsorted(rank, base - kth, side="right")
         tie_end = np.where(m > 0, tie_end, starts)
         above = np.where(m > 0, above, starts)
         picked = np.concatenate([np.arange(a, b) for a, b in zip(starts, tie_end)]) if self.n_keys else np.array([], int)
         # Only the labels needed leave the (possibly Arrow-backed) uniques, in one take.
-        labels = [str(v) for v in np.asarray(self.uniques.take(self.value[picked]), dtype=object)]
-        counts = self.count[picked].tolist()
+        labels = [str(v) for v in np.asarray(self.uniques.take(value[picked]), dtype=object)]
+        counts = count[picked].tolist()
         out, pos = [], 0
         for s, a, t, mk in zip(starts.tolist(), above.tolist(), tie_end.tolist(), m.tolist()):
             n_above, n_tied = a - s, t - a
@@ -271,10 +338,16 @@ def daily_key_stats(
     ``sample`` picks a single view (the sample column); otherwise every column of ``views`` present in ``events``.
     When ``day`` is given only events of that UTC day (``partition_date``, else ``event_time``) are used.
     Vectorised (one factorisation per column), so a day of a million events takes about a second.
+
+    ``events`` may also be a pyarrow Table (e.g. a parquet partition as read): the frame is the one its
+    ``to_pandas()`` would give, without that conversion (string and dictionary columns are factorised by Arrow).
     """
-    views = (sample,) if sample else tuple(v for v in views if v in events.columns)
+    if _is_arrow(events) and (day is not None or not events.num_rows or not events.num_columns):
+        events = events.to_pandas()  # the rare paths (a day to select, nothing to count) go through pandas
+    names = _names(events)
+    views = (sample,) if sample else tuple(v for v in views if v in names)
     cols = [c.name for c in KEY_STATS_COLUMNS]
-    if events.empty or not views:
+    if not len(events) or not names or not views:
         return pd.DataFrame(columns=cols)
     the_day = _day_of(events, day)
     if day is not None:
@@ -292,7 +365,7 @@ def daily_key_stats(
     hourly = np.bincount(key_codes * 24 + _utc_hours(events["event_time"]), minlength=n_keys * 24)
     hourly_json = [json.dumps(row) for row in hourly.reshape(n_keys, 24).tolist()]
 
-    pair_counts = {c: _PairCounts(key_codes, n_keys, events[c]) for c in set(views) | ({"actor", "ip"} & set(events))}
+    pair_counts = {c: _PairCounts(key_codes, n_keys, events[c]) for c in set(views) | ({"actor", "ip"} & set(names))}
     tops = {c: pc.top_json(top_n) for c, pc in pair_counts.items()}
     empty = ["[]"] * n_keys
     # One frame built from whole columns (the views stacked): inserts and a concat cost more than the statistics.
@@ -309,10 +382,24 @@ def daily_key_stats(
 
 def _utc_hours(times: pd.Series) -> np.ndarray:
     """Hour of day (0-23) per event; naive datetime64 columns (UTC by convention) straight from the integers."""
+    if _is_arrow(times):
+        if times.type.id == _arrow_timestamp_id() and times.type.tz is None and not times.null_count:
+            return _hours(times.to_numpy())
+        times = times.to_pandas()
     if isinstance(times.dtype, np.dtype) and times.dtype.kind == "M" and not times.hasnans:  # not tz-aware, no NaT
-        per_hour = np.timedelta64(1, "h") // np.timedelta64(1, np.datetime_data(times.dtype)[0])
-        return times.to_numpy().view(np.int64) // per_hour % 24
+        return _hours(times.to_numpy())
     return pd.to_datetime(times).dt.hour.to_numpy()
+
+
+def _hours(times: np.ndarray) -> np.ndarray:
+    per_hour = np.timedelta64(1, "h") // np.timedelta64(1, np.datetime_data(times.dtype)[0])
+    return times.view(np.int64) // per_hour % 24
+
+
+def _arrow_timestamp_id() -> int:
+    import pyarrow as pa
+
+    return pa.timestamp("us").id
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -390,21 +477,27 @@ def _days64(values) -> np.ndarray:
 def detect_peaks(today: pd.DataFrame, history: pd.DataFrame | None, config: PeakConfig | None = None) -> pd.DataFrame:
     """Peaks of today's key stats against the stored stats of the previous ``window_days`` days.
 
-    ``today`` and ``history`` have the columns of :func:`daily_key_stats`. A day of the window that has rows for a
-    view counts as observed; a key missing on an observed day counts as 0 there. Returns one row per peak with
-    :data:`PEAK_COLUMNS`.
+    ``today`` and ``history`` have the columns of :func:`daily_key_stats` (``history`` needs only day, view, key
+    and the metrics). A day of the window that has rows for a view counts as observed; a key missing on an observed
+    day counts as 0 there. Returns one row per peak with :data:`PEAK_COLUMNS`.
+
+    ``history`` may also be a mapping of column name to numpy array, e.g. DuckDB's ``fetchnumpy()`` of the window
+    query: the same rows give the same peaks as their DataFrame.
     """
     config = config or PeakConfig()
     cols = [c.name for c in PEAK_COLUMNS]
     if today is None or today.empty:
         return pd.DataFrame(columns=cols)
     history = history if history is not None else pd.DataFrame(columns=today.columns)
+    if not isinstance(history, pd.DataFrame) and any(np.ma.isMaskedArray(v) for v in history.values()):
+        history = pd.DataFrame(history)  # NULLs (masked values) become missing values, as in a DataFrame
+    n_history = len(history) if isinstance(history, pd.DataFrame) else len(history["day"])
     out = []
     # Plain arrays once, and positions instead of sub-frames: a daily run has one day, a view or two and a few dozen
     # keys, so pandas' per-call costs (masks, copies, groupby set-up) would outweigh the statistics themselves.
     h = _Columns(history)
-    h_day = _days64(history["day"]) if len(history) else np.array([], "datetime64[D]")
-    h_view = history["view"].to_numpy(dtype=object) if len(history) else np.array([], object)
+    h_day = _days64(history["day"]) if n_history else np.array([], "datetime64[D]")
+    h_view = h.get("view", object) if n_history else np.array([], object)
     t_day = _days64(today["day"])
     t_view = today["view"].to_numpy(dtype=object)
     t = _Columns(today)
@@ -421,14 +514,15 @@ def detect_peaks(today: pd.DataFrame, history: pd.DataFrame | None, config: Peak
 
 
 class _Columns:
-    """Numpy arrays of a frame's columns, each converted once and only when asked for."""
+    """Numpy arrays of a frame's (or a mapping's) columns, each converted once and only when asked for."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
+    def __init__(self, frame) -> None:
         self.frame, self.cache = frame, {}
 
     def get(self, name: str, dtype=None) -> np.ndarray:
         if (name, dtype) not in self.cache:
-            self.cache[name, dtype] = self.frame[name].to_numpy(dtype=dtype)
+            col = self.frame[name]
+            self.cache[name, dtype] = col.to_numpy(dtype=dtype) if isinstance(col, pd.Series) else np.asarray(col, dtype)
         return self.cache[name, dtype]
 
 
