@@ -501,3 +501,46 @@ def test_a_new_device_at_an_hour_worked_only_once_on_a_familiar_network(hist):
     assert night_with(0) >= 0.5
     assert night_with(1) >= 0.5  # one late night before does not make 01h a working hour
     assert night_with(4) < 0.5  # four do
+
+
+def _fit_state(scorer: RiskScorer) -> dict:
+    return {k: getattr(scorer, k) for k in ("networks_", "apps_", "active_users_", "pairs_", "blocks_", "home_lines_",
+                                            "home_city_", "home_country_", "devices_", "dev_major_")}
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    for k, v in a.items():
+        w = b[k]
+        if isinstance(v, pd.DataFrame):
+            pd.testing.assert_frame_equal(v.sort_index(), w.sort_index(), check_dtype=False, obj=k)
+        elif isinstance(v, pd.Series):
+            pd.testing.assert_series_equal(v.sort_index(), w.sort_index(), check_dtype=False, check_names=False, obj=k)
+        else:
+            assert v == w, k
+
+
+def test_fit_on_folded_history_equals_fit_on_events(hist):
+    """The pipeline fits on the history folded per (day, combination) with counts; the state must be the same as
+    from the events, in any storage order. The extra user's home city is decided by counts, not by rows: one
+    steady line in Hamburg with many events a day against two lines in Berlin with one event each."""
+    from watch_pipeline.core.scoring import aggregate_history
+
+    extra = []
+    for d in range(HISTORY_DAYS):
+        day = START + pd.Timedelta(days=d)
+        extra += [ev(day + pd.Timedelta(hours=9, minutes=k), user(40), "2001:db8:40:1::7", 3320,
+                     "Deutsche Telekom AG", app="slack_audit", action="file_downloaded", outcome="info",
+                     device=LAPTOP, place=("DE", "Hamburg", 53.55, 9.99)) for k in range(6)]
+        extra += [ev(day + pd.Timedelta(hours=12 + k), user(40), f"10.40.{k}.1", 3209, "Vodafone GmbH")
+                  for k in range(2)]
+        extra += [ev(day + pd.Timedelta(hours=13 + k), user(40), f"10.41.{k}.1", 6805, "Telefonica Germany")
+                  for k in range(2)]
+        extra.append(ev(day + pd.Timedelta(hours=15), user(40), "192.0.2.9", 3209, "Vodafone GmbH",
+                        outcome="failure", action="login_failure"))
+    h = pd.concat([hist, pd.DataFrame(extra)], ignore_index=True)
+    folded = aggregate_history(h)
+    assert len(folded) < 0.6 * len(h) and int(folded["n"].sum()) == len(h)
+    from_events = _fit_state(RiskScorer().fit(h))
+    _assert_same_state(from_events, _fit_state(RiskScorer().fit(folded)))
+    _assert_same_state(from_events, _fit_state(RiskScorer().fit(h.sample(frac=1.0, random_state=3))))
+    assert from_events["home_city_"][user(40)] == "Hamburg"

@@ -65,3 +65,32 @@ def test_replace_window_is_idempotent_and_insert_new_skips_known_keys(engines):
     added = pg.insert_new("_ops_roundtrip", pd.DataFrame({"name": ["new", "", "new"], "n": [7, 8, 9]}), key="name")
     assert added == 1  # "" is known, "new" is new (its duplicate in the frame is dropped)
     assert pg.query_df('SELECT COUNT(*) AS c FROM "_ops_roundtrip" WHERE name LIKE ?', ["ne%"])["c"].tolist() == [1]
+
+
+def test_history_fold_sql_matches_pandas_on_both_engines(engines):
+    """The scorer's history window is folded in the warehouse (``history_sql``); both engines must return exactly
+    what ``aggregate_history`` computes from the events, order included (NULLs, ties, failures folded)."""
+    from watch_pipeline.core.scoring import aggregate_history, history_sql
+
+    t0 = datetime(2026, 10, 1, 8, 0)
+    rows = []
+    for i in range(40):
+        day = i % 3
+        rows.append({
+            "event_id": f"e{i}", "partition_date": date(2026, 10, 1 + day), "source": "google", "app": "login",
+            "action": "login_success", "outcome": ["success", "failure", "info", None][i % 4],
+            "event_time": t0 + pd.Timedelta(days=day, minutes=i % 5),
+            "actor": f"u{i % 4}@acme.example", "ip": ["10.0.0.1", "2001:db8::1", None][i % 3],
+            "asn": [3320, None][i % 2], "asn_org": ["Telekom", None, ""][i % 3], "geo_city": ["Berlin", None][i % 2],
+            "geo_country": "DE", "oauth_client": ["", "zoom"][i % 7 == 0], "ua_device_key": ["", "Chrome|Windows|Other"][i % 2],
+            "ua_browser_major": ["140", ""][i % 2],
+        })
+    events = pd.DataFrame(rows)
+    days = ["2026-10-01", "2026-10-02", "2026-10-03"]
+    for wh in engines:
+        wh.replace_partitions("events", events, days)
+        stored = wh.read_table("events")
+        want = aggregate_history(stored.sort_values("event_id").reset_index(drop=True))
+        got = wh.query_df(history_sql("events", wh.param()), [date(2026, 10, 1), date(2026, 10, 4)])
+        assert int(got["n"].sum()) == len(events) and len(got) < len(events)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)

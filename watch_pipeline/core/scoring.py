@@ -116,6 +116,36 @@ def network_key(events: pd.DataFrame) -> pd.Series:
     return asn.where(asn != "", org.where(org != "", ip))
 
 
+# What ``RiskScorer.fit`` reads of the history window.
+HISTORY_FIELDS = ["actor", "event_time", "ip", "asn", "asn_org", "geo_city", "geo_country", "oauth_client",
+                  "ua_device_key", "ua_browser_major", "outcome"]
+
+
+def aggregate_history(events: pd.DataFrame) -> pd.DataFrame:
+    """Fold history events into one row per (day, HISTORY_FIELDS but the time): the first ``event_time`` of the
+    combination and its count ``n``, ordered by time (then the fields). ``RiskScorer.fit`` learns the same state from
+    this as from the events; the warehouse computes the same fold in SQL (``history_sql``)."""
+    keys = [c for c in HISTORY_FIELDS if c != "event_time" and c in events]
+    ev = events[keys + ["event_time"]].assign(_day=pd.to_datetime(events["event_time"]).dt.normalize())
+    if "outcome" in ev:  # fit only asks whether an attempt failed
+        ev["outcome"] = np.where(ev["outcome"].to_numpy(dtype=object) == "failure", "failure", "")
+    out = (ev.groupby(["_day"] + keys, dropna=False, sort=False)["event_time"].agg(["min", "size"])
+           .reset_index().rename(columns={"min": "event_time", "size": "n"}))
+    out = out.sort_values(["event_time"] + keys, kind="stable", na_position="first")
+    return out[HISTORY_FIELDS[:1] + ["event_time"] + keys[1:] + ["n"]].reset_index(drop=True)
+
+
+def history_sql(table: str = "events", param: str = "?") -> str:
+    """The warehouse's :func:`aggregate_history` over ``partition_date >= start AND < end`` (portable SQL)."""
+    keys = ", ".join(c for c in HISTORY_FIELDS if c != "event_time")
+    failed = "CASE WHEN outcome = 'failure' THEN 'failure' ELSE '' END"
+    select = keys.removeprefix("actor, ").replace("outcome", f"{failed} AS outcome")
+    return (f"SELECT actor, MIN(event_time) AS event_time, {select}, COUNT(*) AS n "
+            f'FROM "{table}" WHERE partition_date >= {param} AND partition_date < {param} '
+            f"GROUP BY CAST(event_time AS DATE), {keys.replace('outcome', failed)} "
+            f"ORDER BY event_time, {', '.join(k + ' NULLS FIRST' for k in keys.split(', '))}")
+
+
 def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     lat1, lon1, lat2, lon2 = (np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2))
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
@@ -148,11 +178,19 @@ class RiskScorer:
     # -- organisation context --------------------------------------------------------------------------------------
 
     def fit(self, history_events: pd.DataFrame | None) -> "RiskScorer":
-        """Learn organisation context from the history window: users per network and OAuth app, roaming networks."""
+        """Learn organisation context from the history window: users per network and OAuth app, roaming networks.
+
+        ``history_events`` are events (HISTORY_FIELDS), or the same events folded by :func:`aggregate_history`
+        (one row per distinct combination and day, with its first ``event_time`` and a count ``n``): both give the
+        same state, and the folded form is a third of the rows of a month of history."""
         cfg = self.cfg_
         if history_events is None or len(history_events) == 0:
             return self
-        h = history_events[history_events["actor"].notna()].copy()
+        h = history_events[history_events["actor"].notna()]
+        # Time order: "the first" of anything (a pair's first city) is the earliest, whatever the storage order.
+        h = h.iloc[np.argsort(pd.to_datetime(h["event_time"], utc=True).to_numpy(), kind="stable")].copy()
+        if "n" not in h:
+            h["n"] = 1
         h["network"] = network_key(h)
         h = h[h["network"] != ""]
         self.active_users_ = int(h["actor"].nunique())
@@ -165,7 +203,7 @@ class RiskScorer:
         users = h.loc[ok, ["network", "actor"]].groupby("network")["actor"].nunique().reindex(h["network"].unique(),
                                                                                                fill_value=0)
         ips_per_user_day = h.groupby(["network", "actor", "day"])["ipx"].nunique().groupby("network").mean()
-        located = h.loc[h["city"] != "", [c for c in ("network", "actor", "city", "day", "geo_country") if c in h]]
+        located = h.loc[h["city"] != "", [c for c in ("network", "actor", "city", "day", "geo_country", "n") if c in h]]
         cities_per_user = located.groupby(["network", "actor"])["city"].nunique().groupby("network").mean()
         # The user's steady lines: networks where the user keeps an address block (IPv4 address, IPv6 /64) for days
         # on end (home and office lines, dynamic ones included). A carrier's CGNAT hands out a new address nearly
@@ -179,11 +217,11 @@ class RiskScorer:
         votes = pd.concat([located[on_steady],
                            located[~located["actor"].isin(set(steady.index.get_level_values(0)))]])
         # VPN / egress: most of the network's users live somewhere else (their home city differs)
-        per_city = votes.groupby(["actor", "city"], sort=False).size().reset_index(name="n")
+        per_city = votes.groupby(["actor", "city"], sort=False)["n"].sum().reset_index(name="n")
         per_city = per_city.sort_values(["actor", "n", "city"], ascending=[True, False, True], kind="stable")
         home = per_city.drop_duplicates("actor").set_index("actor")["city"]
         country = _text(votes, "geo_country")
-        per_country = votes[country != ""].groupby(["actor", country[country != ""]]).size()
+        per_country = votes[country != ""].groupby(["actor", country[country != ""]])["n"].sum()
         self.home_country_ = (per_country.reset_index(name="n").sort_values(["actor", "n"], ascending=[True, False],
                               kind="stable").drop_duplicates("actor").set_index("actor").iloc[:, 0]
                               if len(per_country) else pd.Series(dtype=object))
@@ -524,7 +562,7 @@ class RiskScorer:
             if skip_presence or not may_travel:
                 return
             own = self._own_devices.get(actor)
-            if own is not None and ((own >= t0) & (own <= t1)).any():
+            if own is not None and ((own["t"] >= t0) & (own["t"] <= t1)).any():
                 add("away_from_home", f"the user's own devices were active but none of their fixed networks within "
                     f"{cfg['presence_window_hours']:.0f} h (consistent with travel)")
             else:
@@ -546,8 +584,8 @@ class RiskScorer:
                 f"{gap[i, j] * 60:.0f} min apart, {km[i, j]:,.0f} km away (a trip takes >= {need[i, j]:.1f} h)")
 
 
-def _own_device_times(ev, previous, devices: set, newest: pd.Series) -> dict:
-    """actor -> times of events (today and the day before) by a device the user has had on several days."""
+def _own_device_times(ev, previous, devices: set, newest: pd.Series) -> "_ByActor | dict":
+    """actor -> times ``t`` of events (today and the day before) by a device the user has had on several days."""
     if not devices:
         return {}
     frames = []
@@ -559,8 +597,7 @@ def _own_device_times(ev, previous, devices: set, newest: pd.Series) -> dict:
             keep &= ~(pd.to_numeric(f["ua_browser_major"], errors="coerce").to_numpy() < newest.reindex(pairs).to_numpy())
         frames.append(pd.DataFrame({"actor": f["actor"].astype(str).to_numpy()[keep],
                                     "t": pd.to_datetime(f["event_time"]).astype("datetime64[ns]").to_numpy()[keep]}))
-    allv = pd.concat(frames, ignore_index=True)
-    return {a: g["t"] for a, g in allv.groupby("actor", sort=False)}
+    return _ByActor(pd.concat(frames, ignore_index=True), "t")
 
 
 def _address_block(ips: pd.Series) -> pd.Series:
@@ -614,7 +651,29 @@ def _home_presence(ev, previous, blocks: pd.Series, networks, home_lines: pd.Ser
     asn = _text(allv, "asn")
     allv = allv.assign(label=("AS" + asn).where(asn != "", _text(allv, "asn_org")) + " (" + _text(allv, "asn_org") + ")",
                        where=_text(allv, "geo_city").where(_text(allv, "geo_city") != "", _text(allv, "geo_country")))
-    return {a: g.sort_values("event_time") for a, g in allv.groupby("actor", sort=False)}
+    return _ByActor(allv.assign(actor=allv["actor"].astype(str)), "event_time")
+
+
+class _ByActor:
+    """actor -> that actor's rows sorted by `time` (the order a per-actor sort gives), cut out only when asked for.
+
+    Thousands of actors have rows on a large organisation's day, but only the few stories that ask need theirs:
+    one sort of the whole frame instead of one groupby slice and sort per actor."""
+
+    def __init__(self, frame: pd.DataFrame, time: str) -> None:
+        frame = frame.sort_values(["actor", time], kind="stable").reset_index(drop=True)
+        actors = frame["actor"].to_numpy(dtype=object)
+        starts = np.flatnonzero(np.r_[True, actors[1:] != actors[:-1]]) if len(frame) else np.array([], dtype=int)
+        ends = np.r_[starts[1:], len(frame)]
+        self._frame = frame
+        self._span = dict(zip(actors[starts].tolist(), zip(starts.tolist(), ends.tolist())))
+
+    def __len__(self) -> int:
+        return len(self._span)
+
+    def get(self, actor, default=None):
+        span = self._span.get(actor)
+        return default if span is None else self._frame.iloc[span[0]:span[1]]
 
 
 def _s(v) -> str:
