@@ -32,3 +32,16 @@ def test_env_overrides_and_missing_file(monkeypatch, tmp_path):
     bad.write_text("user_map: [1, 2]\n")
     with pytest.raises(SettingsError, match="user_map"):
         load_settings(bad)
+
+
+def test_duckdb_memory_limit_is_set_and_checked(tmp_path, monkeypatch):
+    from watch_pipeline.warehouse import DuckDBWarehouse
+
+    monkeypatch.setenv("WATCH_DUCKDB_MEMORY_LIMIT", "512MB")
+    wh = DuckDBWarehouse(tmp_path / "w.duckdb")
+    limit = wh.query_df("SELECT current_setting('memory_limit') AS v")["v"].iloc[0]
+    wh.close()
+    assert limit.replace(" ", "").upper() in ("512.0MB", "488.2MIB", "512MB", "488.2MB")
+    monkeypatch.setenv("WATCH_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="WATCH_DUCKDB_MEMORY_LIMIT"):
+        DuckDBWarehouse(tmp_path / "x.duckdb")

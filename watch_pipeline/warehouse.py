@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,9 @@ TABLES: dict[str, tuple[schema.Column, ...]] = {
     "quarantine": schema.QUARANTINE_COLUMNS,
     "alerts": schema.ALERT_COLUMNS,
 }
+
+# DuckDB's buffer pool limit (WATCH_DUCKDB_MEMORY_LIMIT overrides it).
+DUCKDB_MEMORY_LIMIT = "1GB"
 
 _PG_TYPES = {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT", "BLOB": "BYTEA"}
 
@@ -203,6 +207,12 @@ class DuckDBWarehouse(Warehouse):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path))
+        # DuckDB caches table pages up to 80 % of the machine's RAM by default: in a long run that cache, not the
+        # pipeline's frames, was most of the process's memory. Larger operations spill to disk beyond the limit.
+        limit = os.environ.get("WATCH_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT).strip()
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, flags=re.IGNORECASE):
+            raise ValueError(f"WATCH_DUCKDB_MEMORY_LIMIT must look like 512MB or 2GB, not {limit!r}")
+        self._con.execute(f"SET memory_limit = '{limit}'")
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
