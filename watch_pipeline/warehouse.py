@@ -12,6 +12,7 @@ import io
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,29 @@ class Warehouse:
             return self.conform(table, pd.DataFrame())
         sql = f'SELECT {columns} FROM "{table}"' + (f" WHERE {where}" if where else "")
         return self.query_df(sql, params)
+
+    def read_matching(self, table: str, keys: pd.DataFrame, where: str = "", params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Rows of `table` (filtered by `where`) whose `keys.columns` equal one row of `keys`, NULL matching ''.
+
+        The keys go to a scratch table so that the database does the join: the table may be far larger than the
+        keys (a month of state rows against one day's combinations)."""
+        if not self.table_exists(table):
+            return self.conform(table, pd.DataFrame())
+        cols = list(keys.columns)
+        frame = pd.DataFrame({c: keys[c].astype(object).where(keys[c].notna(), "").map(str).to_numpy(dtype=object)
+                              for c in cols}).drop_duplicates()
+        scratch = f"_match_{uuid.uuid4().hex[:16]}"
+        columns = ", ".join(f'"{c}" {self.sql_type("VARCHAR")}' for c in cols)
+        with self.transaction() as cur:
+            self._execute(cur, f'CREATE TABLE "{scratch}" ({columns})')
+            if len(frame):
+                self._insert_frame(cur, scratch, frame)
+        try:
+            on = " AND ".join(f"COALESCE(t.\"{c}\", '') = k.\"{c}\"" for c in cols)
+            sql = f'SELECT t.* FROM "{table}" t JOIN "{scratch}" k ON {on}' + (f" WHERE {where}" if where else "")
+            return self.query_df(sql, params)
+        finally:
+            self.execute(f'DROP TABLE "{scratch}"')
 
     def latest_partition_before(self, table: str, day, column: str = "partition_date"):
         """The newest `column` value of `table` strictly before `day` (a date), or None."""

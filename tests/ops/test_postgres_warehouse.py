@@ -94,3 +94,17 @@ def test_history_fold_sql_matches_pandas_on_both_engines(engines):
         got = wh.query_df(history_sql("events", wh.param()), [date(2026, 10, 1), date(2026, 10, 4)])
         assert int(got["n"].sum()) == len(events) and len(got) < len(events)
         pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
+
+
+def test_read_matching_joins_on_keys_with_nulls_as_empty(engines):
+    keys = pd.DataFrame({"name": ['comma, "quote"\nnewline', "", "absent"], "n": ["1", "", "7"]})
+    got = []
+    for wh in engines:
+        wh.replace_partitions("_ops_roundtrip", ROWS, ["2026-10-01", "2026-10-02"])
+        rows = wh.read_matching("_ops_roundtrip", keys.rename(columns={"n": "name2"}).iloc[:, :1], "partition_date >= ?",
+                                [date(2026, 10, 1)])
+        got.append(sorted(rows["name"].fillna("<null>")))
+        assert not [t for t in wh.query_df("SELECT table_name FROM information_schema.tables")["table_name"]
+                    if t.startswith("_match_")]  # the scratch table is gone
+    # '' matches the empty name and the NULL one; the quoted name matches itself; 'absent' nothing
+    assert got[0] == got[1] == sorted(["", "<null>", 'comma, "quote"\nnewline'])

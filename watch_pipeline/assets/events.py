@@ -12,7 +12,7 @@ from watch_pipeline.core import schema
 from watch_pipeline.core.enrich import enrich_events
 from watch_pipeline.core.geo import GeoIPLookup
 from watch_pipeline.core.identity import IdentityMapper
-from watch_pipeline.core.normalize import ACCESS_STATE_COLUMNS, access_state, normalise
+from watch_pipeline.core.normalize import ACCESS_COMBO, ACCESS_STATE_COLUMNS, access_frame, access_state, normalise
 from watch_pipeline.core.schema import SOURCE_SLACK_AUDIT
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
@@ -27,7 +27,7 @@ register_table("identities", IDENTITY_COLUMNS)
 _ACCESS_TYPES = {"date_first": "DOUBLE", "date_last": "DOUBLE", "count": "BIGINT"}
 register_table(
     "access_state",
-    (schema.Column("partition_date", "DATE", "state as of the end of this day"),)
+    (schema.Column("partition_date", "DATE", "day whose accessLogs rows brought these combinations"),)
     + tuple(schema.Column(c, _ACCESS_TYPES.get(c, "VARCHAR"), c) for c in ACCESS_STATE_COLUMNS),
 )
 
@@ -57,18 +57,46 @@ def _known_slack_ids(wh: Warehouse, day: str) -> dict[str, str]:
     return dict(zip(ids["actor_id"], ids["email"]))
 
 
-def prior_access_state(wh: Warehouse, day: str) -> pd.DataFrame:
-    """accessLogs state before `day`: the newest snapshot, plus raw rows landed after it (a gap, or no snapshot yet)."""
+def prior_access_state(wh: Warehouse, day: str, today_raw: pd.DataFrame, history_limit: int) -> pd.DataFrame:
+    """accessLogs state before `day` for the (user, IP, UA) combinations in today's raw rows: the newest earlier row
+    of each, forgetting combinations last active more than `history_limit` seconds before the day before.
+
+    Each built day stores the newest rows of the combinations it saw (``access_state``), so the state is the newest
+    of those rows over the horizon; raw rows of days not built yet count too. Only today's combinations are read:
+    a month of a large organisation's state is ~0.5 M combinations (phones get a new address each time), a day ~10 k.
+    """
     p = wh.param()
     date = pd.Timestamp(day).date()
-    snap_day = wh.latest_partition_before("access_state", date)
-    if snap_day is None:
-        snapshot = None
-        since = wh.read_table("raw_slack_access", f"partition_date < {p}", [date])
-    else:
-        snapshot = wh.read_table("access_state", f"partition_date = {p}", [snap_day])
-        since = wh.read_table("raw_slack_access", f"partition_date > {p} AND partition_date < {p}", [snap_day, date])
-    return access_state(snapshot, since)
+    keep_since = (pd.Timestamp(day) - pd.Timedelta(days=1) - pd.Timedelta(seconds=history_limit)).timestamp()
+    since = (pd.Timestamp(day) - pd.Timedelta(days=2) - pd.Timedelta(seconds=history_limit)).date()
+    today = access_frame(today_raw) if len(today_raw) else pd.DataFrame(columns=list(ACCESS_COMBO))
+    if today.empty:
+        return pd.DataFrame(columns=list(ACCESS_STATE_COLUMNS))
+    keys = today.reindex(columns=list(ACCESS_COMBO))
+    window = f"partition_date >= {p} AND partition_date < {p}"
+    stored = wh.read_matching("access_state", keys, window, [since, date])
+    # Days whose raw rows landed but that were never built have no state rows: their raw rows stand in.
+    unbuilt = wh.query_df(
+        f'SELECT DISTINCT partition_date FROM "raw_slack_access" WHERE {window} AND partition_date NOT IN '
+        f'(SELECT DISTINCT partition_date FROM "access_state" WHERE {window})', [since, date, since, date]
+    ) if wh.table_exists("raw_slack_access") and wh.table_exists("access_state") else None
+    parsed = [stored.drop(columns=["partition_date"])]
+    raw_days = None
+    if unbuilt is None and wh.table_exists("raw_slack_access"):  # nothing built yet
+        raw_days = wh.read_table("raw_slack_access", window, [since, date])
+    elif unbuilt is not None and len(unbuilt):
+        marks = ", ".join([p] * len(unbuilt))
+        raw_days = wh.read_table("raw_slack_access", f"partition_date IN ({marks})",
+                                 [pd.Timestamp(d).date() for d in unbuilt["partition_date"]])
+    if raw_days is not None and len(raw_days):
+        rows = access_frame(raw_days)
+        wanted = pd.MultiIndex.from_frame(keys.astype(object).where(keys.notna(), "").astype(str))
+        got = pd.MultiIndex.from_frame(rows.reindex(columns=list(ACCESS_COMBO)).astype(object)
+                                       .where(lambda f: f.notna(), "").astype(str))
+        parsed.append(rows[got.isin(wanted)])
+    state = access_state(pd.concat([f for f in parsed if len(f)], ignore_index=True) if any(len(f) for f in parsed)
+                         else None, None)
+    return state[pd.to_numeric(state["date_last"], errors="coerce") >= keep_since].reset_index(drop=True)
 
 
 def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime) -> dict:
@@ -76,7 +104,7 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
     raw_g = _day_frame(wh, "raw_google", day)
     raw_a = _day_frame(wh, "raw_slack_audit", day)
     raw_x = _day_frame(wh, "raw_slack_access", day)
-    prior_x = prior_access_state(wh, day)
+    prior_x = prior_access_state(wh, day, raw_x, cfg.history_limit)
     norm = normalise(raw_g, raw_a, raw_x, prior_x)
     keep_since = (pd.Timestamp(day) - pd.Timedelta(seconds=cfg.history_limit)).timestamp()
     state_x = access_state(prior_x, raw_x, keep_since=keep_since)

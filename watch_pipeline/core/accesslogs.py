@@ -55,7 +55,7 @@ def _prepared(frame: pd.DataFrame) -> pd.DataFrame:
     df["t_last"] = _times(df["date_last"])
     df["n_count"] = pd.to_numeric(df["count"], errors="coerce").fillna(1).astype("int64")
     # IP and user agent may be null; a null is its own value of the combination.
-    df["combo_key"] = list(zip(*(df[c].where(df[c].notna(), "").astype(str) for c in COMBO)))
+    df["combo_key"] = list(zip(*(df[c].where(df[c].notna(), "").astype(str).to_numpy(dtype=object) for c in COMBO)))
     return df
 
 

@@ -311,7 +311,7 @@ def normalise(
     return NormaliseResult(frame, q, slack_ids)
 
 
-def _access_frame(raw: pd.DataFrame) -> pd.DataFrame:
+def access_frame(raw: pd.DataFrame) -> pd.DataFrame:
     if "raw" not in raw.columns:  # already parsed (an accessLogs state snapshot)
         return raw
     texts = raw["raw"].tolist()
@@ -329,8 +329,8 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
     `prior` is either raw-table rows (JSON in `raw`) or an already parsed state (see :func:`access_state`)."""
     from watch_pipeline.core.accesslogs import access_events
 
-    rows = _access_frame(raw)
-    prior_rows = _access_frame(prior) if prior is not None and len(prior) else None
+    rows = access_frame(raw)
+    prior_rows = access_frame(prior) if prior is not None and len(prior) else None
     diff = access_events(rows, prior_rows if prior_rows is not None else rows.iloc[0:0])
     if diff.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
@@ -375,6 +375,7 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
 
 
 ACCESS_STATE_COLUMNS = ("user_id", "username", "ip", "user_agent", "date_first", "date_last", "count", "record_key")
+ACCESS_COMBO = ("user_id", "ip", "user_agent")
 
 
 def access_state(prior: pd.DataFrame | None, raw_today: pd.DataFrame | None, keep_since: float | None = None) -> pd.DataFrame:
@@ -382,7 +383,7 @@ def access_state(prior: pd.DataFrame | None, raw_today: pd.DataFrame | None, kee
 
     This is all a later day needs to diff against, so each day reads one small snapshot instead of all history.
     Combinations last active before `keep_since` (epoch seconds) are dropped; one that comes back is new again."""
-    parts = [f for f in (prior, _access_frame(raw_today) if raw_today is not None and len(raw_today) else None) if f is not None and len(f)]
+    parts = [f for f in (prior, access_frame(raw_today) if raw_today is not None and len(raw_today) else None) if f is not None and len(f)]
     if not parts:
         return pd.DataFrame(columns=list(ACCESS_STATE_COLUMNS))
     frame = pd.concat([p.reindex(columns=list(ACCESS_STATE_COLUMNS)) for p in parts], ignore_index=True)
