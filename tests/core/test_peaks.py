@@ -208,10 +208,18 @@ def test_daily_key_stats_same_frame_from_an_arrow_table():
             pd.testing.assert_frame_equal(pk.daily_key_stats(table, **kwargs), expected, check_exact=True)
     empty = pa.Table.from_pandas(events.iloc[:0], preserve_index=False)
     pd.testing.assert_frame_equal(pk.daily_key_stats(empty), pk.daily_key_stats(events.iloc[:0]))
+    # as_arrow: the table pa.Table.from_pandas would make of the frame
+    for kwargs in ({}, {"sample": "actor"}, {"day": day}):
+        frame_ = pk.daily_key_stats(variants[0], **kwargs)
+        table = pk.daily_key_stats(pa.Table.from_pandas(variants[0], preserve_index=False), as_arrow=True, **kwargs)
+        assert table.schema.equals(pa.Table.from_pandas(frame_, preserve_index=False).schema, check_metadata=False)
+        pd.testing.assert_frame_equal(table.to_pandas(), frame_, check_exact=True)
+    assert pk.daily_key_stats(events.iloc[:0], as_arrow=True).num_rows == 0
 
 
 def test_detect_peaks_same_from_numpy_history_columns(history):
-    """The window as a mapping of numpy arrays (DuckDB's fetchnumpy) gives the peaks of the same rows as a frame."""
+    """The window as a mapping of numpy arrays (DuckDB's fetchnumpy), and today as a pyarrow Table, give the peaks
+    of the same rows as DataFrames."""
     rows = normal_day(TEST_DAY, 5) + [
         _ev(TEST_DAY, 600 + k % 300, "login", "login_failure", "failure", _user(k % N_USERS), _home_ip(k % N_USERS))
         for k in range(400)
@@ -225,6 +233,11 @@ def test_detect_peaks_same_from_numpy_history_columns(history):
     pd.testing.assert_frame_equal(pk.detect_peaks(today, as_numpy), expected, check_exact=True)
     masked = {**as_numpy, "samp_count": np.ma.masked_array(as_numpy["samp_count"], mask=np.zeros(len(window), bool))}
     pd.testing.assert_frame_equal(pk.detect_peaks(today, masked), expected, check_exact=True)
+    # today as a pyarrow Table (daily_key_stats(..., as_arrow=True)), with either history
+    today_arrow = pk.daily_key_stats(frame(rows), as_arrow=True)
+    for hist in (window, as_numpy):
+        pd.testing.assert_frame_equal(pk.detect_peaks(today_arrow, hist), expected, check_exact=True)
+    assert pk.detect_peaks(today_arrow.slice(0, 0), window).empty
 
 
 def test_normal_day_has_no_peaks(history):
