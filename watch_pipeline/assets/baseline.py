@@ -11,6 +11,7 @@ import pandas as pd
 
 from watch_pipeline.assets.common import daily_asset, markdown_preview, partition_days
 from watch_pipeline.assets.events import events
+from watch_pipeline.core import schema
 from watch_pipeline.core.peaks import (
     KEY_STATS_COLUMNS,
     PEAK_COLUMNS,
@@ -33,7 +34,11 @@ def peak_config(cfg) -> PeakConfig:
     return PeakConfig(dims=tuple(cfg.baseline.dimensions), window_days=cfg.baseline.window_days)
 
 
-def day_events(wh: Warehouse, day: str, columns: str = "*") -> pd.DataFrame:
+# Every events column but the raw JSON text: no model reads it, and it is most of the bytes of a day of events.
+EVENT_COLUMNS_NO_RAW = ", ".join(f'"{c.name}"' for c in schema.EVENT_COLUMNS if c.name != "raw")
+
+
+def day_events(wh: Warehouse, day: str, columns: str = EVENT_COLUMNS_NO_RAW) -> pd.DataFrame:
     return wh.read_table("events", f"partition_date = {wh.param()}", [pd.Timestamp(day).date()], columns=columns)
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from watch_pipeline.assets.baseline import day_events, peaks
+from watch_pipeline.assets.baseline import EVENT_COLUMNS_NO_RAW, day_events, peaks
 from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.events import events
 from watch_pipeline.core import schema
@@ -180,7 +180,8 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         if to_fit:
             start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.history_days))
             marks = ", ".join([p] * len(to_fit))
-            train = wh.read_table("events", f"partition_date >= {p} AND partition_date < {p} AND actor IN ({marks})", [start, _day(day)] + to_fit)
+            train = wh.read_table("events", f"partition_date >= {p} AND partition_date < {p} AND actor IN ({marks})",
+                                  [start, _day(day)] + to_fit, columns=EVENT_COLUMNS_NO_RAW)
             if len(train):
                 # Process start-up costs more than a few small fits: go parallel only when it pays.
                 n_jobs = cfg.models.n_jobs if len(to_fit) >= 8 else 1
@@ -245,7 +246,7 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
         day_peaks = wh.read_table("peaks", f"day = {p}", [_day(day)])
         forest = wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)])
         prev_day = _day(pd.Timestamp(day) - pd.Timedelta(days=1))
-        previous = wh.read_table("events", f"partition_date = {p}", [prev_day])
+        previous = day_events(wh, prev_day)
         # Organisation context (users per network, roaming networks, OAuth apps) from the window before the day.
         start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.baseline.window_days))
         # Folded per (day, combination) in the warehouse: a third of the rows of a month of events, same state.
