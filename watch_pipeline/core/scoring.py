@@ -27,6 +27,7 @@ its numbers.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
@@ -608,9 +609,15 @@ def _address_block(ips: pd.Series) -> pd.Series:
         return ips
     out = ips.copy()
     distinct = pd.unique(ips[v6].to_numpy(dtype=object))  # parsed once per address
-    nets = {x: str(ipaddress.ip_network(f"{x}/64", strict=False)) if x else x for x in distinct}
+    nets = {x: _v6_block(x) for x in distinct}
     out[v6] = ips[v6].map(nets)
     return out
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _v6_block(address: str) -> str:
+    # Cached across calls: consecutive days of a range run fit on windows that share all but one day.
+    return str(ipaddress.ip_network(f"{address}/64", strict=False)) if address else address
 
 
 def _home_presence(ev, previous, blocks: pd.Series, networks, home_lines: pd.Series | None = None,
