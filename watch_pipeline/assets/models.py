@@ -14,7 +14,7 @@ from watch_pipeline.assets.common import daily_asset, count_table, markdown_prev
 from watch_pipeline.assets.events import events
 from watch_pipeline.core import schema
 from watch_pipeline.core.busybody import UserForest, deserialize, fit_user_models, serialize
-from watch_pipeline.core.profiles import SCORE_COLUMNS, STATE_COLUMNS, ActorProfiles, learning_state
+from watch_pipeline.core.profiles import ACTIVITY_FIELD, SCORE_COLUMNS, STATE_COLUMNS, ActorProfiles, learning_state
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
 
@@ -73,13 +73,15 @@ def _day(d) -> "pd.Timestamp":
     return pd.Timestamp(d).date()
 
 
-def latest_snapshot(wh: Warehouse, before_day: str) -> tuple[pd.DataFrame, str | None]:
-    """The newest profile snapshot strictly before `before_day` (state and its day)."""
+def latest_snapshot(wh: Warehouse, before_day: str, fields: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, str | None]:
+    """The newest profile snapshot strictly before `before_day` (state and its day), only `fields` when given
+    (the learning state needs only the activity field: ~5 k of a large organisation's ~200 k rows)."""
     d = wh.latest_partition_before("profile_state", before_day)
     if d is None:
         return pd.DataFrame(columns=STATE_COLUMNS), None
     p = wh.param()
-    state = wh.read_table("profile_state", f"partition_date = {p}", [_day(d)])
+    where = f"partition_date = {p}" + (f" AND field IN ({', '.join([p] * len(fields))})" if fields else "")
+    state = wh.read_table("profile_state", where, [_day(d)] + list(fields or ()))
     return state[STATE_COLUMNS], pd.Timestamp(d).date().isoformat()
 
 
@@ -168,7 +170,7 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     for day in partition_days(context):
         p = wh.param()
         scores = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)], columns="actor, field, value, first_seen")
-        state, _ = latest_snapshot(wh, day)
+        state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,) + NOVELTY_FIELDS)
         learning = learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state) else pd.DataFrame(columns=["actor", "state"])
         established_actors = set(learning.loc[learning["state"] == "established", "actor"])
         # Learning users get no forest (cold start): their model could not be trusted anyway.
@@ -232,7 +234,7 @@ def recent_models(wh: Warehouse, actors: list[str], day: str) -> dict[str, UserF
     "with organisation context, peaks and vendor signals; each score carries its reasons and numbers.",
 )
 def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
-    from watch_pipeline.core.scoring import RiskScorer, history_sql
+    from watch_pipeline.core.scoring import PRIOR_COLUMNS, PRIOR_FIELDS, RiskScorer, history_sql
 
     cfg = settings.load()
     wh = warehouse.get()
@@ -240,8 +242,9 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     for day in partition_days(context):
         p = wh.param()
         ev = day_events(wh, day)
-        prof = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)])
-        state, _ = latest_snapshot(wh, day)
+        prof = wh.read_table("profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(PRIOR_FIELDS))})",
+                             [_day(day), *PRIOR_FIELDS], columns=", ".join(PRIOR_COLUMNS))
+        state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,))
         learning = learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state) else pd.DataFrame(columns=["actor", "state", "events", "active_days"])
         day_peaks = wh.read_table("peaks", f"day = {p}", [_day(day)])
         forest = wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)])

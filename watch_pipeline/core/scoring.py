@@ -117,6 +117,9 @@ def network_key(events: pd.DataFrame) -> pd.Series:
     return asn.where(asn != "", org.where(org != "", ip))
 
 
+# The profile fields whose "seen on how many earlier days" the scorer reads (profile_scores rows, columns).
+PRIOR_FIELDS = ("asn", "asn_org", "ua_device_key", "geo_country", "hour_bucket", "session_id")
+PRIOR_COLUMNS = ("event_id", "actor", "event_time", "field", "value", "days_seen")
 # What ``RiskScorer.fit`` reads of the history window.
 HISTORY_FIELDS = ["actor", "event_time", "ip", "asn", "asn_org", "geo_city", "geo_country", "oauth_client",
                   "ua_device_key", "ua_browser_major", "outcome"]
@@ -311,7 +314,7 @@ class RiskScorer:
         if older.any():
             # an older browser build than the user already runs is someone else's machine with the same family
             ev.loc[older, "device"] = ev.loc[older, "device"] + " v" + _text(ev.loc[older], "ua_browser_major")
-        for f in ("asn", "asn_org", "ua_device_key", "geo_country", "hour_bucket", "session_id"):
+        for f in PRIOR_FIELDS:
             ev[f"prior_{f}"] = prior.get(f, pd.Series(np.nan, index=ev.index))
         # ... unless that older machine is itself one the user has had for days (a second, stale computer)
         own_older = pd.Series([(a, d) in self.devices_ for a, d in zip(ev.loc[older, "actor"], ev.loc[older, "device"])],
