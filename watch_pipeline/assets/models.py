@@ -8,6 +8,7 @@ gives the same tables: day D always starts from the snapshot of day D-1.
 import dagster as dg
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from watch_pipeline.assets.baseline import EVENT_COLUMNS_NO_RAW, day_events, peaks
 from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
@@ -227,6 +228,43 @@ def recent_models(wh: Warehouse, actors: list[str], day: str) -> dict[str, UserF
     return {a: deserialize(bytes(b)) for a, b in zip(newest["actor"], newest["blob"])}
 
 
+# A range of at least this many days is scored in parallel (worker start-up costs a few seconds).
+PARALLEL_MIN_DAYS = 4
+
+
+def scoring_inputs(wh: Warehouse, cfg, day: str) -> dict:
+    """Everything the risk scorer needs for one day, read from the warehouse."""
+    from watch_pipeline.core.scoring import PRIOR_COLUMNS, PRIOR_FIELDS, history_sql
+
+    p = wh.param()
+    state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,))
+    start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.baseline.window_days))
+    return {
+        "events_day": day_events(wh, day),
+        "profile_scores": wh.read_table(
+            "profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(PRIOR_FIELDS))})",
+            [_day(day), *PRIOR_FIELDS], columns=", ".join(PRIOR_COLUMNS)),
+        "learning": learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state)
+        else pd.DataFrame(columns=["actor", "state", "events", "active_days"]),
+        "peaks": wh.read_table("peaks", f"day = {p}", [_day(day)]),
+        "forest_scores": wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)]),
+        "previous_events": day_events(wh, _day(pd.Timestamp(day) - pd.Timedelta(days=1))),
+        # Organisation context (users per network, roaming networks, OAuth apps) from the window before the day,
+        # folded per (day, combination) in the warehouse: a third of the rows of a month of events, same state.
+        "history": wh.query_df(history_sql("events", p), [start, _day(day)]) if wh.table_exists("events") else None,
+    }
+
+
+def score_day(inputs: dict) -> tuple[pd.DataFrame, int]:
+    """(risky events of the day, events of the day): the pure part of event_scores, run in a worker for ranges."""
+    from watch_pipeline.core.scoring import RiskScorer
+
+    x = dict(inputs)
+    scorer = RiskScorer().fit(x.pop("history"))
+    events_day = x.pop("events_day")
+    return scorer.score_samples(events_day, **x), len(events_day)
+
+
 @daily_asset(
     deps=[actor_profiles, user_models, peaks, events],
     group_name="models",
@@ -234,34 +272,24 @@ def recent_models(wh: Warehouse, actors: list[str], day: str) -> dict[str, UserF
     "with organisation context, peaks and vendor signals; each score carries its reasons and numbers.",
 )
 def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
-    from watch_pipeline.core.scoring import PRIOR_COLUMNS, PRIOR_FIELDS, RiskScorer, history_sql
-
     cfg = settings.load()
     wh = warehouse.get()
+    days = partition_days(context)
     total, last = 0, pd.DataFrame()
-    for day in partition_days(context):
-        p = wh.param()
-        ev = day_events(wh, day)
-        prof = wh.read_table("profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(PRIOR_FIELDS))})",
-                             [_day(day), *PRIOR_FIELDS], columns=", ".join(PRIOR_COLUMNS))
-        state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,))
-        learning = learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state) else pd.DataFrame(columns=["actor", "state", "events", "active_days"])
-        day_peaks = wh.read_table("peaks", f"day = {p}", [_day(day)])
-        forest = wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)])
-        prev_day = _day(pd.Timestamp(day) - pd.Timedelta(days=1))
-        previous = day_events(wh, prev_day)
-        # Organisation context (users per network, roaming networks, OAuth apps) from the window before the day.
-        start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.baseline.window_days))
-        # Folded per (day, combination) in the warehouse: a third of the rows of a month of events, same state.
-        history = wh.query_df(history_sql("events", p), [start, _day(day)]) if wh.table_exists("events") else None
-        scorer = RiskScorer()
-        scorer.fit(history)
-        scored = scorer.score_samples(ev, profile_scores=prof, learning=learning, peaks=day_peaks,
-                                      forest_scores=forest, previous_events=previous)
+    inputs = (scoring_inputs(wh, cfg, day) for day in days)
+    # Each day's scores depend only on tables already built (events, profiles, forests, peaks), so the days of a
+    # range are scored in parallel worker processes while this process reads and writes the warehouse (one writer).
+    n_jobs = min(cfg.models.n_jobs, len(days)) if len(days) >= PARALLEL_MIN_DAYS else 1
+    if n_jobs > 1:
+        scored_days = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")(
+            delayed(score_day)(x) for x in inputs)
+    else:
+        scored_days = (score_day(x) for x in inputs)
+    for day, (scored, n_events) in zip(days, scored_days):
         scored.insert(0, "partition_date", _day(day))
         total += wh.replace_partitions("event_scores", scored, [day])
         last = scored if len(scored) else last
-        context.log.info(f"event_scores {day}: {len(scored):,} risky events of {len(ev):,}")
+        context.log.info(f"event_scores {day}: {len(scored):,} risky events of {n_events:,}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(total),
