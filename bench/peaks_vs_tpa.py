@@ -17,8 +17,9 @@ The work dir is reused between runs (venv and data are kept); delete it to start
 What one daily run of ours does, and is timed for (``ours_daily_child``), in a process that keeps only its imports
 and the open DuckDB connection from one day to the next: read the day's whole partition from disk, compute the key
 stats, delete-then-insert them into the DuckDB table (committed), read the 28-day window back from DuckDB, detect.
-How it does it changed on 2026-11-23 (same steps, same stored rows, same peaks), to get the daily run from ~20-29 ms
-to ~10-15 ms on this 2-core machine:
+How it does it changed on 2026-11-23 (same steps, same stored rows, same peaks); run side by side day by day in one
+process on this 2-core machine while another job kept it busy (load ~2.3), a day went from 34 to 20 ms wall (CPU 31 ->
+19 ms; read 8.7 -> 4.1, key stats 12.0 -> 8.1, store 5.5 -> 3.9, window 2.6 -> 1.2, detect 3.9 -> 1.9 ms):
 
 - the partition is handed to ``daily_key_stats`` as the pyarrow Table read (no ``to_pandas``; the function gives the
   frame of its ``to_pandas()``, tests/core/test_peaks.py), which returns the rows as a pyarrow Table
