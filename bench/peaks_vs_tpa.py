@@ -178,6 +178,7 @@ def ours_daily_child(data: Path, out: Path) -> None:
     import pyarrow.compute  # noqa: F401
     import pyarrow.pandas_compat  # noqa: F401
     import pyarrow.parquet  # noqa: F401
+    import pyarrow.vendored.version  # noqa: F401  (first imported when as_arrow=True builds a table of dates)
 
     from watch_pipeline.core import peaks as pk
 
