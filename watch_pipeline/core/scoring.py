@@ -254,8 +254,11 @@ class RiskScorer:
             major = pd.to_numeric(h["ua_browser_major"], errors="coerce")
             daily = major.groupby([h["actor"], h["device"], h["day"]]).max().dropna()
             before = daily.groupby(level=[0, 1]).cummax().groupby(level=[0, 1]).shift()
-            key = pd.MultiIndex.from_arrays([h["actor"], h["device"], h["day"]])
-            older = (major.to_numpy() < before.reindex(key).to_numpy()) & (h["device"] != "").to_numpy()
+            # looked up by a merge on the columns (a MultiIndex reindex boxes every day as a Timestamp)
+            prior_major = (pd.DataFrame({"a": h["actor"].to_numpy(), "d": h["device"].to_numpy(), "t": h["day"].to_numpy()})
+                           .merge(before.rename_axis(["a", "d", "t"]).rename("b").reset_index(), how="left",
+                                  on=["a", "d", "t"])["b"].to_numpy())
+            older = (major.to_numpy() < prior_major) & (h["device"] != "").to_numpy()
             h.loc[older, "device"] = h.loc[older, "device"] + " v" + major[older].astype(int).astype(str)
             self.dev_major_ = daily.groupby(level=[0, 1]).max()
         dev_days = h[h["device"] != ""].groupby(["actor", "device"])["day"].nunique()
@@ -302,7 +305,8 @@ class RiskScorer:
         ev = events_day[events_day["actor"].notna()].copy()
         ev["event_time"] = pd.to_datetime(ev["event_time"]).astype("datetime64[ns]")
         ev = ev.sort_values(["event_time", "event_id"], kind="stable").reset_index(drop=True)
-        ev["event_id"] = ev["event_id"].astype(str)
+        # object, not Arrow, strings: pandas' Arrow ``isin`` converts every value of the set one by one
+        ev["event_id"] = ev["event_id"].astype(str).astype(object)
         ev["network"] = network_key(ev)
         ev["device"] = _text(ev, "ua_device_key")
         ev["device"] = ev["device"].where(~ev["device"].isin(["", "Other|Other|Other"]), "")
@@ -672,6 +676,8 @@ class _ByActor:
 
     def __init__(self, frame: pd.DataFrame, time: str) -> None:
         frame = frame.sort_values(["actor", time], kind="stable").reset_index(drop=True)
+        # object strings: a story filters its actor's rows; Arrow columns make every filter a take per column
+        frame = frame.astype({c: object for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)})
         actors = frame["actor"].to_numpy(dtype=object)
         starts = np.flatnonzero(np.r_[True, actors[1:] != actors[:-1]]) if len(frame) else np.array([], dtype=int)
         ends = np.r_[starts[1:], len(frame)]
@@ -734,7 +740,7 @@ def _prior_days(profile_scores: pd.DataFrame | None, ev: pd.DataFrame) -> dict[s
     out: dict[str, pd.Series] = {}
     if profile_scores is None or len(profile_scores) == 0:
         return out
-    ps = profile_scores[profile_scores["event_id"].astype(str).isin(set(ev["event_id"]))].copy()
+    ps = profile_scores[profile_scores["event_id"].astype(str).astype(object).isin(set(ev["event_id"]))].copy()
     ps["event_id"] = ps["event_id"].astype(str)
     ps = ps.sort_values(["event_time", "event_id"], kind="stable")
     # days_seen at the value's first row of the day counts earlier days only
@@ -811,7 +817,7 @@ def _session_jumps(ev: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str,
     later = sess.duplicated()
     new_net = ~(sess + "\x1f" + allv["network"].astype(str)).duplicated()
     new_dev = ~(sess + "\x1f" + allv["device"].astype(str)).duplicated()
-    hit = allv[later & new_net & new_dev & allv["event_id"].isin(set(today["event_id"]))]
+    hit = allv[later & new_net & new_dev & allv["event_id"].astype(object).isin(set(today["event_id"]))]
     if hit.empty:
         return {}
     origin = allv.assign(sess=sess).drop_duplicates("sess").set_index("sess")
@@ -852,7 +858,7 @@ def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks
     speed = km / np.maximum(hours, 1.0 / 60)
     hit = (km >= cfg["impossible_min_km"]) & (speed >= cfg["impossible_speed_kmh"]) & (prev["network"] != allv["network"]).to_numpy()
     idx = np.flatnonzero(np.asarray(hit))
-    idx = idx[allv["event_id"].iloc[idx].isin(set(ev["event_id"].astype(str))).to_numpy()]
+    idx = idx[allv["event_id"].iloc[idx].astype(object).isin(set(ev["event_id"].astype(str))).to_numpy()]
     # Rows as plain dicts, only for the hits: positional row access on the whole frame was the cost at scale.
     km, hours, speed = np.asarray(km)[idx], np.asarray(hours)[idx], np.asarray(speed)[idx]
     out = {}
