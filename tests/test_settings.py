@@ -45,3 +45,9 @@ def test_duckdb_memory_limit_is_set_and_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("WATCH_DUCKDB_MEMORY_LIMIT", "lots")
     with pytest.raises(ValueError, match="WATCH_DUCKDB_MEMORY_LIMIT"):
         DuckDBWarehouse(tmp_path / "x.duckdb")
+    monkeypatch.delenv("WATCH_DUCKDB_MEMORY_LIMIT")
+    monkeypatch.setenv("WATCH_DUCKDB_CHECKPOINT_THRESHOLD", "64MB")
+    wh = DuckDBWarehouse(tmp_path / "y.duckdb")
+    threshold = wh.query_df("SELECT current_setting('checkpoint_threshold') AS v")["v"].iloc[0]
+    wh.close()
+    assert threshold.replace(" ", "").upper() in ("64.0MB", "61.0MIB", "64MB")

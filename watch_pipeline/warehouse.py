@@ -31,8 +31,16 @@ TABLES: dict[str, tuple[schema.Column, ...]] = {
     "alerts": schema.ALERT_COLUMNS,
 }
 
-# DuckDB's buffer pool limit (WATCH_DUCKDB_MEMORY_LIMIT overrides it).
+# DuckDB's buffer pool limit and write-ahead log size that triggers a checkpoint (environment variables override).
 DUCKDB_MEMORY_LIMIT = "1GB"
+DUCKDB_CHECKPOINT_THRESHOLD = "256MB"
+
+
+def _size_setting(name: str, default: str) -> str:
+    value = os.environ.get(name, default).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value, flags=re.IGNORECASE):
+        raise ValueError(f"{name} must look like 512MB or 2GB, not {value!r}")
+    return value
 
 _PG_TYPES = {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT", "BLOB": "BYTEA"}
 
@@ -233,10 +241,11 @@ class DuckDBWarehouse(Warehouse):
         self._con = duckdb.connect(str(self.path))
         # DuckDB caches table pages up to 80 % of the machine's RAM by default: in a long run that cache, not the
         # pipeline's frames, was most of the process's memory. Larger operations spill to disk beyond the limit.
-        limit = os.environ.get("WATCH_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT).strip()
-        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, flags=re.IGNORECASE):
-            raise ValueError(f"WATCH_DUCKDB_MEMORY_LIMIT must look like 512MB or 2GB, not {limit!r}")
-        self._con.execute(f"SET memory_limit = '{limit}'")
+        self._con.execute(f"SET memory_limit = '{_size_setting('WATCH_DUCKDB_MEMORY_LIMIT', DUCKDB_MEMORY_LIMIT)}'")
+        # DuckDB checkpoints (rewrites the file's metadata, fsyncs) whenever the write-ahead log passes 16 MB: a day
+        # of events is more than that, and on a multi-GB file each checkpoint cost seconds. Fewer, larger ones.
+        threshold = _size_setting("WATCH_DUCKDB_CHECKPOINT_THRESHOLD", DUCKDB_CHECKPOINT_THRESHOLD)
+        self._con.execute(f"SET checkpoint_threshold = '{threshold}'")
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
