@@ -32,7 +32,7 @@ TABLES: dict[str, tuple[schema.Column, ...]] = {
 }
 
 # DuckDB's buffer pool limit and write-ahead log size that triggers a checkpoint (environment variables override).
-DUCKDB_MEMORY_LIMIT = "1GB"
+DUCKDB_MEMORY_LIMIT = "512MB"
 DUCKDB_CHECKPOINT_THRESHOLD = "256MB"
 
 

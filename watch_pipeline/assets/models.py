@@ -9,6 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 
 from watch_pipeline.assets.baseline import EVENT_COLUMNS_NO_RAW, day_events, peaks
 from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
@@ -279,17 +280,22 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     inputs = (scoring_inputs(wh, cfg, day) for day in days)
     # Each day's scores depend only on tables already built (events, profiles, forests, peaks), so the days of a
     # range are scored in parallel worker processes while this process reads and writes the warehouse (one writer).
-    n_jobs = min(cfg.models.n_jobs, len(days)) if len(days) >= PARALLEL_MIN_DAYS else 1
+    # (models.score_jobs: each worker holds a day's inputs, so this trades memory for time.)
+    n_jobs = min(cfg.models.score_jobs, len(days)) if len(days) >= PARALLEL_MIN_DAYS else 1
     if n_jobs > 1:
         scored_days = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")(
             delayed(score_day)(x) for x in inputs)
     else:
         scored_days = (score_day(x) for x in inputs)
-    for day, (scored, n_events) in zip(days, scored_days):
-        scored.insert(0, "partition_date", _day(day))
-        total += wh.replace_partitions("event_scores", scored, [day])
-        last = scored if len(scored) else last
-        context.log.info(f"event_scores {day}: {len(scored):,} risky events of {n_events:,}")
+    try:
+        for day, (scored, n_events) in zip(days, scored_days):
+            scored.insert(0, "partition_date", _day(day))
+            total += wh.replace_partitions("event_scores", scored, [day])
+            last = scored if len(scored) else last
+            context.log.info(f"event_scores {day}: {len(scored):,} risky events of {n_events:,}")
+    finally:
+        if n_jobs > 1:  # idle workers keep their memory until they time out: give it back now
+            get_reusable_executor().shutdown(wait=True)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(total),
