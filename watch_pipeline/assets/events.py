@@ -12,7 +12,9 @@ from watch_pipeline.core import schema
 from watch_pipeline.core.enrich import enrich_events
 from watch_pipeline.core.geo import GeoIPLookup
 from watch_pipeline.core.identity import IdentityMapper
-from watch_pipeline.core.normalize import ACCESS_COMBO, ACCESS_STATE_COLUMNS, access_frame, access_state, normalise
+from watch_pipeline.core.normalize import (
+    ACCESS_COMBO, ACCESS_STATE_COLUMNS, access_combos, access_frame, access_state, normalise,
+)
 from watch_pipeline.core.schema import SOURCE_SLACK_AUDIT
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
 from watch_pipeline.warehouse import Warehouse, register_table
@@ -76,27 +78,22 @@ def prior_access_state(wh: Warehouse, day: str, today_raw: pd.DataFrame, history
     window = f"partition_date >= {p} AND partition_date < {p}"
     stored = wh.read_matching("access_state", keys, window, [since, date])
     # Days whose raw rows landed but that were never built have no state rows: their raw rows stand in.
-    unbuilt = wh.query_df(
-        f'SELECT DISTINCT partition_date FROM "raw_slack_access" WHERE {window} AND partition_date NOT IN '
-        f'(SELECT DISTINCT partition_date FROM "access_state" WHERE {window})', [since, date, since, date]
-    ) if wh.table_exists("raw_slack_access") and wh.table_exists("access_state") else None
-    parsed = [stored.drop(columns=["partition_date"])]
-    raw_days = None
-    if unbuilt is None and wh.table_exists("raw_slack_access"):  # nothing built yet
-        raw_days = wh.read_table("raw_slack_access", window, [since, date])
-    elif unbuilt is not None and len(unbuilt):
-        marks = ", ".join([p] * len(unbuilt))
-        raw_days = wh.read_table("raw_slack_access", f"partition_date IN ({marks})",
-                                 [pd.Timestamp(d).date() for d in unbuilt["partition_date"]])
-    if raw_days is not None and len(raw_days):
-        rows = access_frame(raw_days)
-        wanted = pd.MultiIndex.from_frame(keys.astype(object).where(keys.notna(), "").astype(str))
-        got = pd.MultiIndex.from_frame(rows.reindex(columns=list(ACCESS_COMBO)).astype(object)
-                                       .where(lambda f: f.notna(), "").astype(str))
-        parsed.append(rows[got.isin(wanted)])
-    state = access_state(pd.concat([f for f in parsed if len(f)], ignore_index=True) if any(len(f) for f in parsed)
-                         else None, None)
+    unbuilt = _partition_days(wh, "raw_slack_access", window, [since, date]) - \
+        _partition_days(wh, "access_state", window, [since, date])
+    parts = [stored.drop(columns=["partition_date"])]
+    if unbuilt:
+        rows = access_frame(wh.read_table("raw_slack_access", f"partition_date IN ({', '.join([p] * len(unbuilt))})",
+                                          sorted(unbuilt)))
+        parts.append(rows[access_combos(rows).isin(access_combos(keys))])
+    state = access_state(pd.concat([f for f in parts if len(f)] or parts, ignore_index=True), None)
     return state[pd.to_numeric(state["date_last"], errors="coerce") >= keep_since].reset_index(drop=True)
+
+
+def _partition_days(wh: Warehouse, table: str, where: str, params: list) -> set:
+    if not wh.table_exists(table):
+        return set()
+    days = wh.query_df(f'SELECT DISTINCT partition_date FROM "{table}" WHERE {where}', params)["partition_date"]
+    return {pd.Timestamp(d).date() for d in days}
 
 
 def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime) -> dict:

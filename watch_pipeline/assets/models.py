@@ -173,7 +173,7 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         p = wh.param()
         scores = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)], columns="actor, field, value, first_seen")
         state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,) + NOVELTY_FIELDS)
-        learning = learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state) else pd.DataFrame(columns=["actor", "state"])
+        learning = learning_state(state, cfg.models.min_events, cfg.models.min_days)
         established_actors = set(learning.loc[learning["state"] == "established", "actor"])
         # Learning users get no forest (cold start): their model could not be trusted anyway.
         actors = [a for a in candidate_actors(scores, state) if a in established_actors]
@@ -245,8 +245,7 @@ def scoring_inputs(wh: Warehouse, cfg, day: str) -> dict:
         "profile_scores": wh.read_table(
             "profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(PRIOR_FIELDS))})",
             [_day(day), *PRIOR_FIELDS], columns=", ".join(PRIOR_COLUMNS)),
-        "learning": learning_state(state, cfg.models.min_events, cfg.models.min_days) if len(state)
-        else pd.DataFrame(columns=["actor", "state", "events", "active_days"]),
+        "learning": learning_state(state, cfg.models.min_events, cfg.models.min_days),
         "peaks": wh.read_table("peaks", f"day = {p}", [_day(day)]),
         "forest_scores": wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)]),
         "previous_events": day_events(wh, _day(pd.Timestamp(day) - pd.Timedelta(days=1))),

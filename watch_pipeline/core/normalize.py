@@ -378,10 +378,18 @@ ACCESS_STATE_COLUMNS = ("user_id", "username", "ip", "user_agent", "date_first",
 ACCESS_COMBO = ("user_id", "ip", "user_agent")
 
 
+def access_combos(frame: pd.DataFrame) -> pd.MultiIndex:
+    """The (user, IP, UA) combination of each row; a null is its own value, ''."""
+    cols = frame.reindex(columns=list(ACCESS_COMBO))
+    return pd.MultiIndex.from_arrays([cols[c].astype(object).where(cols[c].notna(), "").astype(str).to_numpy(dtype=object)
+                                      for c in ACCESS_COMBO])
+
+
 def access_state(prior: pd.DataFrame | None, raw_today: pd.DataFrame | None, keep_since: float | None = None) -> pd.DataFrame:
     """The newest observed row per (user, IP, user agent) after adding today's raw rows to `prior`.
 
-    This is all a later day needs to diff against, so each day reads one small snapshot instead of all history.
+    This is all a later day needs to diff against: each day stores these rows for the combinations it saw, and a
+    later day reads them back for its own combinations only.
     Combinations last active before `keep_since` (epoch seconds) are dropped; one that comes back is new again."""
     parts = [f for f in (prior, access_frame(raw_today) if raw_today is not None and len(raw_today) else None) if f is not None and len(f)]
     if not parts:
@@ -390,9 +398,8 @@ def access_state(prior: pd.DataFrame | None, raw_today: pd.DataFrame | None, kee
     last = pd.to_numeric(frame["date_last"], errors="coerce")
     count = pd.to_numeric(frame["count"], errors="coerce")
     frame = frame.assign(_last=last, _count=count)
-    combo = [frame[c].where(frame[c].notna(), "").astype(str) for c in ("user_id", "ip", "user_agent")]
-    frame = frame.assign(_u=combo[0], _i=combo[1], _a=combo[2]).sort_values(["_last", "_count"], kind="stable")
-    newest = frame.drop_duplicates(["_u", "_i", "_a"], keep="last")
+    frame = frame.sort_values(["_last", "_count"], kind="stable")
+    newest = frame[~access_combos(frame).duplicated(keep="last")]
     if keep_since is not None:
         newest = newest[newest["_last"] >= keep_since]
     return newest[list(ACCESS_STATE_COLUMNS)].reset_index(drop=True)

@@ -418,7 +418,9 @@ def _key_stats_table(columns: dict | None):
 def _utc_hours(times: pd.Series) -> np.ndarray:
     """Hour of day (0-23) per event; naive datetime64 columns (UTC by convention) straight from the integers."""
     if _is_arrow(times):
-        if times.type.id == _arrow_timestamp_id() and times.type.tz is None and not times.null_count:
+        import pyarrow as pa
+
+        if pa.types.is_timestamp(times.type) and times.type.tz is None and not times.null_count:
             return _hours(times.to_numpy())
         times = times.to_pandas()
     if isinstance(times.dtype, np.dtype) and times.dtype.kind == "M" and not times.hasnans:  # not tz-aware, no NaT
@@ -429,12 +431,6 @@ def _utc_hours(times: pd.Series) -> np.ndarray:
 def _hours(times: np.ndarray) -> np.ndarray:
     per_hour = np.timedelta64(1, "h") // np.timedelta64(1, np.datetime_data(times.dtype)[0])
     return times.view(np.int64) // per_hour % 24
-
-
-def _arrow_timestamp_id() -> int:
-    import pyarrow as pa
-
-    return pa.timestamp("us").id
 
 
 # ----------------------------------------------------------------------------------------------------------------
