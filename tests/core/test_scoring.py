@@ -544,3 +544,20 @@ def test_fit_on_folded_history_equals_fit_on_events(hist):
     _assert_same_state(from_events, _fit_state(RiskScorer().fit(folded)))
     _assert_same_state(from_events, _fit_state(RiskScorer().fit(h.sample(frac=1.0, random_state=3))))
     assert from_events["home_city_"][user(40)] == "Hamburg"
+
+
+def test_ipv6_blocks_are_what_ipaddress_gives():
+    """The /64 of an IPv6 address comes from the C socket functions; it must be the text ipaddress gives."""
+    import ipaddress
+
+    from watch_pipeline.core.scoring import _address_block, _v6_block
+
+    addresses = ["::", "::1", "1:0:0:0:0:0:0:1", "2001:db8:0:0:1::", "2001:0:0:1::", "::ffff:1.2.3.4",
+                 "2001:DB8::FFFF:1.2.3.4", "1:0:2:0::", "1:0:0:2:3:4:5:6", "0:1:0:0:2:0:0:0", "fe80::1%eth0",
+                 "2a02:810d:4b40:1a00:7d2c:1234:5678:9abc", "2001:0db8:0000:0000:0000:ff00:0042:8329"]
+    for a in addresses:
+        assert _v6_block(a) == str(ipaddress.ip_network(f"{a}/64", strict=False)), a
+    with pytest.raises(ValueError):
+        _v6_block("2001:db8::zz")
+    blocks = _address_block(pd.Series(["10.0.0.1", "2001:db8:0:0:1::5", "2001:db8::6"]))
+    assert blocks.tolist() == ["10.0.0.1", "2001:db8::/64", "2001:db8::/64"]

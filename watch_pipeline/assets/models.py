@@ -5,6 +5,8 @@ State is kept per day (a snapshot of the profiles at the end of each day), so ru
 gives the same tables: day D always starts from the snapshot of day D-1.
 """
 
+from datetime import timedelta
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -233,26 +235,73 @@ def recent_models(wh: Warehouse, actors: list[str], day: str) -> dict[str, UserF
 PARALLEL_MIN_DAYS = 4
 
 
+class ScoringInputs:
+    """The risk scorer's inputs, read from the warehouse day after day: ``inputs(day)`` -> dict for `score_day`.
+
+    Consecutive days of a range share most of what they read: a day's events are the next day's "day before", and
+    the history window moves by one day. So each day's events and each partition's folded history are read once
+    and kept while a later day still needs them (a 60-day range read every partition of its window 28 times)."""
+
+    def __init__(self, wh: Warehouse, cfg) -> None:
+        self.wh, self.cfg = wh, cfg
+        self._events: dict = {}  # day -> that day's events (the last two days asked for)
+        self._folds: dict = {}  # partition day -> its folded history (the days of the current window)
+
+    def _day_events(self, day) -> pd.DataFrame:
+        if day not in self._events:
+            self._events[day] = day_events(self.wh, day.isoformat())
+        return self._events[day]
+
+    def _history(self, start, end) -> pd.DataFrame | None:
+        """The folded history of partitions [start, end): one query for the partitions not kept yet."""
+        from watch_pipeline.core.scoring import history_sql
+
+        wh = self.wh
+        if not wh.table_exists("events"):
+            return None
+        days = [start + timedelta(days=i) for i in range((end - start).days)]
+        self._folds = {d: f for d, f in self._folds.items() if start <= d < end}
+        missing = [d for d in days if d not in self._folds]
+        if missing:
+            p = wh.param()
+            rows = wh.query_df(history_sql("events", p, by_partition=True), [min(missing), max(missing) + timedelta(days=1)])
+            part = pd.to_datetime(rows.pop("partition")).dt.date
+            # Kept per partition only while every fold row lies on its partition's day (how the pipeline writes
+            # events): then the window's fold is the partitions' folds in day order, groups and order alike.
+            if not (pd.to_datetime(rows["event_time"]).dt.date == part).all():
+                self._folds = {}
+                return wh.query_df(history_sql("events", p), [start, end])
+            for d in missing:
+                self._folds[d] = rows[(part == d).to_numpy()]
+        return pd.concat([self._folds[d] for d in days], ignore_index=True)
+
+    def __call__(self, day: str) -> dict:
+        from watch_pipeline.core.scoring import PRIOR_COLUMNS, PRIOR_FIELDS
+
+        wh, cfg, p = self.wh, self.cfg, self.wh.param()
+        today = _day(day)
+        yesterday = _day(pd.Timestamp(day) - pd.Timedelta(days=1))
+        self._events = {d: f for d, f in self._events.items() if d in (today, yesterday)}
+        state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,))
+        start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.baseline.window_days))
+        return {
+            "events_day": self._day_events(today),
+            "profile_scores": wh.read_table(
+                "profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(PRIOR_FIELDS))})",
+                [today, *PRIOR_FIELDS], columns=", ".join(PRIOR_COLUMNS)),
+            "learning": learning_state(state, cfg.models.min_events, cfg.models.min_days),
+            "peaks": wh.read_table("peaks", f"day = {p}", [today]),
+            "forest_scores": wh.read_table("forest_scores", f"partition_date = {p}", [today]),
+            "previous_events": self._day_events(yesterday),
+            # Organisation context (users per network, roaming networks, OAuth apps) from the window before the
+            # day, folded per (day, combination) in the warehouse: a third of the rows of a month of events.
+            "history": self._history(start, today),
+        }
+
+
 def scoring_inputs(wh: Warehouse, cfg, day: str) -> dict:
     """Everything the risk scorer needs for one day, read from the warehouse."""
-    from watch_pipeline.core.scoring import PRIOR_COLUMNS, PRIOR_FIELDS, history_sql
-
-    p = wh.param()
-    state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,))
-    start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.baseline.window_days))
-    return {
-        "events_day": day_events(wh, day),
-        "profile_scores": wh.read_table(
-            "profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(PRIOR_FIELDS))})",
-            [_day(day), *PRIOR_FIELDS], columns=", ".join(PRIOR_COLUMNS)),
-        "learning": learning_state(state, cfg.models.min_events, cfg.models.min_days),
-        "peaks": wh.read_table("peaks", f"day = {p}", [_day(day)]),
-        "forest_scores": wh.read_table("forest_scores", f"partition_date = {p}", [_day(day)]),
-        "previous_events": day_events(wh, _day(pd.Timestamp(day) - pd.Timedelta(days=1))),
-        # Organisation context (users per network, roaming networks, OAuth apps) from the window before the day,
-        # folded per (day, combination) in the warehouse: a third of the rows of a month of events, same state.
-        "history": wh.query_df(history_sql("events", p), [start, _day(day)]) if wh.table_exists("events") else None,
-    }
+    return ScoringInputs(wh, cfg)(day)
 
 
 def score_day(inputs: dict) -> tuple[pd.DataFrame, int]:
@@ -276,7 +325,8 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     wh = warehouse.get()
     days = partition_days(context)
     total, last = 0, pd.DataFrame()
-    inputs = (scoring_inputs(wh, cfg, day) for day in days)
+    read = ScoringInputs(wh, cfg)
+    inputs = (read(day) for day in days)
     # Each day's scores depend only on tables already built (events, profiles, forests, peaks), so the days of a
     # range are scored in parallel worker processes while this process reads and writes the warehouse (one writer).
     # (models.score_jobs: each worker holds a day's inputs, so this trades memory for time.)
