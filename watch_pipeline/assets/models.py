@@ -265,14 +265,16 @@ class ScoringInputs:
         if missing:
             p = wh.param()
             rows = wh.query_df(history_sql("events", p, by_partition=True), [min(missing), max(missing) + timedelta(days=1)])
-            part = pd.to_datetime(rows.pop("partition")).dt.date
+            part = pd.to_datetime(rows.pop("partition")).to_numpy().astype("datetime64[D]")
             # Kept per partition only while every fold row lies on its partition's day (how the pipeline writes
-            # events): then the window's fold is the partitions' folds in day order, groups and order alike.
-            if not (pd.to_datetime(rows["event_time"]).dt.date == part).all():
+            # events): then the window's fold is the partitions' folds in day order, groups and order alike, and
+            # each partition is one slice of the time-ordered rows.
+            if not (pd.to_datetime(rows["event_time"]).to_numpy().astype("datetime64[D]") == part).all():
                 self._folds = {}
                 return wh.query_df(history_sql("events", p), [start, end])
             for d in missing:
-                self._folds[d] = rows[(part == d).to_numpy()]
+                lo, hi = np.searchsorted(part, [np.datetime64(d, "D"), np.datetime64(d + timedelta(days=1), "D")])
+                self._folds[d] = rows.iloc[lo:hi]
         return pd.concat([self._folds[d] for d in days], ignore_index=True)
 
     def __call__(self, day: str) -> dict:
