@@ -359,3 +359,23 @@ def test_learning_state():
     ]
     assert list(learning_state(profiles.to_frame(), min_events=70, min_days=1)["state"]) == ["learning", "established"]
     assert (profiles.to_frame()["field"] == ACTIVITY_FIELD).sum() == 2
+
+
+def test_profile_values_are_read_alike_from_arrow_and_object_strings():
+    """Text fields are stripped, and blank or missing values are not counted, whether the column holds pandas'
+    Arrow-backed strings (what the warehouse returns) or Python objects."""
+    values = [" FR", "FR ", "", None, "  ", "DE", "\tFR\n", None, "DE"]
+    rows = [{"event_time": T0 + pd.Timedelta(hours=i), "geo_country": v, "actor": ["a@x", "b@x"][i % 2]}
+            for i, v in enumerate(values)]
+    arrow = _events(rows).astype({"geo_country": "str", "actor": "str"})
+    objects = _events(rows).astype({"geo_country": object, "actor": object})
+    assert isinstance(arrow["geo_country"].dtype, pd.StringDtype)
+    results = []
+    for frame in (arrow, objects):
+        model = ActorProfiles(fields=("geo_country",))
+        results.append((model.score_and_update(frame), model.to_frame()))
+    pd.testing.assert_frame_equal(results[0][0], results[1][0])
+    pd.testing.assert_frame_equal(results[0][1], results[1][1])
+    scores = results[0][0]
+    assert sorted(set(scores["value"])) == ["DE", "FR"]  # stripped; blanks and missing not counted
+    assert len(scores) == 5

@@ -198,6 +198,9 @@ def _as_text(values: pd.Series) -> np.ndarray:
         return np.array(
             [None if x != x else (str(int(x)) if integral else str(x)) for x in num.tolist()], dtype=object
         )
+    if isinstance(values.dtype, pd.StringDtype):  # strings or missing: strip in one vectorised pass
+        text = values.str.strip()
+        return text.where(text.notna() & (text != ""), None).to_numpy(dtype=object, na_value=None)
     out = []
     for v in values.to_numpy(dtype=object).tolist():
         if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v is pd.NaT:
@@ -374,11 +377,17 @@ class ActorProfiles:
         long = self._long(ev)
         actor, field, value, times = long["actor"], long["field"], long["value"], long["event_time"]
         day = (times.astype("int64") // _NS_PER_DAY).astype(float)
-        field_key = actor + _SEP + field
-        value_key = field_key + _SEP + value
-
-        s_field_key = state["actor"].to_numpy(dtype=object) + _SEP + state["field"].to_numpy(dtype=object)
-        s_value_key = s_field_key + _SEP + state["value"].to_numpy(dtype=object)
+        # (actor, field) and (actor, field, value) as int64 keys, the state's and the batch's alike: each string is
+        # hashed once, where joined text keys were built and hashed three times over (codes follow first
+        # appearance, so every factorize below numbers the groups exactly as on the text keys).
+        n_state = len(state)
+        a_code, a_uniq = pd.factorize(np.concatenate([state["actor"].to_numpy(dtype=object), actor]))
+        f_code, f_uniq = pd.factorize(np.concatenate([state["field"].to_numpy(dtype=object), field]))
+        v_code, v_uniq = pd.factorize(np.concatenate([state["value"].to_numpy(dtype=object), value]))
+        all_field_key = a_code.astype("int64") * max(len(f_uniq), 1) + f_code
+        all_value_key = all_field_key * max(len(v_uniq), 1) + v_code
+        s_field_key, field_key = all_field_key[:n_state], all_field_key[n_state:]
+        s_value_key, value_key = all_value_key[:n_state], all_value_key[n_state:]
         s_count = state["count"].to_numpy(dtype=float)
         s_events = state["events"].to_numpy(dtype="int64")
         s_days = state["days"].to_numpy(dtype="int64")
