@@ -115,8 +115,7 @@ def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     scored = 0
     for day in days:
         ev = day_events(wh, day)
-        ev = ev.sort_values(["event_time", "event_id"], kind="stable")
-        scores = model.score_and_update(ev)
+        scores = model.score_and_update(ev)  # in (event_time, event_id) order, whatever the storage order
         scores.insert(0, "partition_date", _day(day))
         scored += wh.replace_partitions("profile_scores", scores, [day])
         snap = model.to_frame()

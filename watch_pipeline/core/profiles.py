@@ -348,6 +348,9 @@ class ActorProfiles:
         }
 
     def _prepare(self, events: pd.DataFrame) -> pd.DataFrame:
+        # only the columns the profiles read: a day of events has ~40, and each is copied and reordered below
+        wanted = ["event_id", "actor", "event_time", *self.fields]
+        events = events[[c for c in dict.fromkeys(wanted) if c in events.columns]]
         ev = events[events["actor"].notna() & events["event_time"].notna()].copy()
         ev["event_time"] = pd.to_datetime(ev["event_time"]).astype("datetime64[ns]")
         ev["event_id"] = ev["event_id"].astype(str)
