@@ -561,3 +561,13 @@ def test_ipv6_blocks_are_what_ipaddress_gives():
         _v6_block("2001:db8::zz")
     blocks = _address_block(pd.Series(["10.0.0.1", "2001:db8:0:0:1::5", "2001:db8::6"]))
     assert blocks.tolist() == ["10.0.0.1", "2001:db8::/64", "2001:db8::/64"]
+
+
+def test_text_of_arrow_and_object_strings_is_the_same():
+    from watch_pipeline.core.scoring import _text
+
+    values = [" a ", None, "", "b", "\tc\n", float("nan")]
+    arrow = pd.DataFrame({"x": pd.Series(values, dtype="str")})
+    objects = pd.DataFrame({"x": pd.Series(values, dtype=object)})
+    pd.testing.assert_series_equal(_text(arrow, "x"), _text(objects, "x"))
+    assert _text(arrow, "x").tolist() == ["a", "", "", "b", "c", ""]
