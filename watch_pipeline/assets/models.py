@@ -172,7 +172,9 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     reused_total = 0
     for day in partition_days(context):
         p = wh.param()
-        scores = wh.read_table("profile_scores", f"partition_date = {p}", [_day(day)], columns="actor, field, value, first_seen")
+        # candidate_actors reads only the novelty fields' rows (a third of a day's scores)
+        scores = wh.read_table("profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(NOVELTY_FIELDS))})",
+                               [_day(day), *NOVELTY_FIELDS], columns="actor, field, value, first_seen")
         state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,) + NOVELTY_FIELDS)
         learning = learning_state(state, cfg.models.min_events, cfg.models.min_days)
         established_actors = set(learning.loc[learning["state"] == "established", "actor"])
@@ -194,12 +196,16 @@ def user_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                                          min_events=cfg.models.min_events, min_days=cfg.models.min_days,
                                          **FOREST_PARAMS)
         rows, fs = [], []
-        today = day_events(wh, day)
+        scored = {**recent, **models}
+        # only the events of the users with a forest (a handful of a day's thousands of actors)
+        marks = ", ".join([p] * len(scored))
+        today = wh.read_table("events", f"partition_date = {p} AND actor IN ({marks})", [_day(day), *scored],
+                              columns=EVENT_COLUMNS_NO_RAW) if scored else pd.DataFrame()
         for actor, model in models.items():
             rows.append({"partition_date": _day(day), "actor": actor, "version": f"{day}/v1", "state": model.state,
                          "n_train": int((train["actor"] == actor).sum()), "threshold": getattr(model, "threshold_", np.nan),
                          "blob": serialize(model)})
-        for actor, model in {**recent, **models}.items():
+        for actor, model in scored.items():
             mine = today[today["actor"] == actor] if len(today) else today
             if len(mine) and model.state == "established":
                 established += 1
