@@ -109,8 +109,8 @@ class Warehouse:
                 s = pd.to_numeric(s, errors="coerce").astype("Int64")
             elif c.sql_type == "BOOLEAN":
                 s = s.astype("boolean")
-            elif c.sql_type == "VARCHAR":
-                s = s.astype(object).where(s.notna(), None)
+            elif c.sql_type == "VARCHAR" and not _nan_strings(s):
+                s = s.astype(object).where(s.notna(), None)  # (pandas' own strings go in as they are: NaN is NULL)
             out[c.name] = s
         return out.reset_index(drop=True)
 
@@ -388,6 +388,11 @@ class PostgresWarehouse(Warehouse):
 
     def close(self) -> None:
         self._con.close()
+
+
+def _nan_strings(s: pd.Series) -> bool:
+    """pandas' default string dtype (missing = NaN): both engines' loaders take it as is, NaN as NULL."""
+    return isinstance(s.dtype, pd.StringDtype) and s.dtype.na_value is not pd.NA
 
 
 def _copy_value(value: Any) -> Any:

@@ -55,6 +55,21 @@ def test_roundtrip_matches_duckdb(engines):
     assert pg.loc[0, "name"] == 'comma, "quote"\nnewline' and pg.loc[1, "name"] == "" and pd.isna(pg.loc[2, "name"])
 
 
+def test_pandas_strings_load_like_python_strings(engines):
+    """Text columns in pandas' own string dtype (what the warehouse reads back) are loaded as they are: the same
+    rows as from Python objects, NaN as NULL, on both engines."""
+    names = ['comma, "quote"\nnewline', "", None, "back\\slash \\N", "ünï"]
+    rows = pd.DataFrame({"partition_date": [date(2026, 10, 3)] * len(names), "name": names})
+    for wh in engines:
+        got = []
+        for dtype in (object, "str"):
+            wh.replace_partitions("_ops_roundtrip", rows.astype({"name": dtype}), ["2026-10-03"])
+            got.append(wh.read_table("_ops_roundtrip", "partition_date = " + wh.param(), [date(2026, 10, 3)])["name"])
+        assert got[0].tolist()[:2] == got[1].tolist()[:2] == names[:2] and got[1].tolist()[3:] == names[3:]
+        assert got[0].isna().tolist() == got[1].isna().tolist() == [False, False, True, False, False]
+        assert got[0].fillna("<null>").tolist() == got[1].fillna("<null>").tolist()
+
+
 def test_replace_window_is_idempotent_and_insert_new_skips_known_keys(engines):
     _, pg = engines
     pg.replace_partitions("_ops_roundtrip", ROWS, ["2026-10-01", "2026-10-02"])
