@@ -113,8 +113,12 @@ def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             context.log.info(f"folding {len(gap)} day(s) since the snapshot of {state_day}")
     model = profiles_model(cfg, state)
     scored = 0
+    # only the columns the profiles read (hour buckets come from event_time)
+    event_columns = {c.name for c in schema.EVENT_COLUMNS}
+    columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["event_id", "actor", "event_time", *model.fields])
+                        if c in event_columns)
     for day in days:
-        ev = day_events(wh, day)
+        ev = day_events(wh, day, columns)
         scores = model.score_and_update(ev)  # in (event_time, event_id) order, whatever the storage order
         scores.insert(0, "partition_date", _day(day))
         scored += wh.replace_partitions("profile_scores", scores, [day])

@@ -441,33 +441,35 @@ class ActorProfiles:
         score = self.reporter.score(
             G=distinct_before, S=total_before, c0=count_before, c=count_before, N=total_before, G_prime=distinct_before
         )
-        scores = pd.DataFrame(
-            {
-                "order": long["order"],
-                "event_id": long["event_id"],
-                "actor": actor,
-                "event_time": times,
-                "field": field,
-                "value": value,
-                "count": count_before,
-                "total": total_before,
-                "distinct": distinct_before.astype("int64"),
-                "events_seen": (st_events + earlier).astype("int64"),
-                "days_seen": days_before.astype("int64"),
-                "score": np.asarray(score, dtype=float),
-                "first_seen": is_new,
-                "days_since_last_seen": (times - last_before) / np.timedelta64(1, "D"),
-            }
-        )
+        order = long["order"]
+        events_seen = (st_events + earlier).astype("int64")
+        days_seen = days_before.astype("int64")
+        # the '*' (activity) rows give each event its actor's totals; the other rows are the scores
         activity = field == ACTIVITY_FIELD
         act_events = np.zeros(len(ev), dtype="int64")
         act_days = np.zeros(len(ev), dtype="int64")
-        act_events[scores["order"].to_numpy()[activity]] = scores["events_seen"].to_numpy()[activity]
-        act_days[scores["order"].to_numpy()[activity]] = scores["days_seen"].to_numpy()[activity]
-        scores = scores[~activity].reset_index(drop=True)
-        scores["actor_events"] = act_events[scores["order"].to_numpy()]
-        scores["actor_days"] = act_days[scores["order"].to_numpy()]
-        scores = scores[SCORE_COLUMNS]
+        act_events[order[activity]] = events_seen[activity]
+        act_days[order[activity]] = days_seen[activity]
+        keep = np.flatnonzero(~activity)  # rows kept before the frame is built: filtering it copied every column
+        scores = pd.DataFrame(
+            {
+                "event_id": long["event_id"][keep],
+                "actor": actor[keep],
+                "event_time": times[keep],
+                "field": field[keep],
+                "value": value[keep],
+                "count": count_before[keep],
+                "total": total_before[keep],
+                "distinct": distinct_before.astype("int64")[keep],
+                "events_seen": events_seen[keep],
+                "days_seen": days_seen[keep],
+                "score": np.asarray(score, dtype=float)[keep],
+                "first_seen": is_new[keep],
+                "days_since_last_seen": ((times - last_before) / np.timedelta64(1, "D"))[keep],
+                "actor_events": act_events[order[keep]],
+                "actor_days": act_days[order[keep]],
+            }
+        )[SCORE_COLUMNS]
 
         # -- updated state, counts decayed to the day of the new as_of
         n_keys = value_code.max() + 1
