@@ -60,8 +60,9 @@ def _known_slack_ids(wh: Warehouse, day: str) -> dict[str, str]:
 
 
 def prior_access_state(wh: Warehouse, day: str, today_raw: pd.DataFrame, history_limit: int) -> pd.DataFrame:
-    """accessLogs state before `day` for the (user, IP, UA) combinations in today's raw rows: the newest earlier row
-    of each, forgetting combinations last active more than `history_limit` seconds before the day before.
+    """accessLogs state before `day` for the (user, IP, UA) combinations in today's raw rows (as landed, or parsed by
+    ``access_frame``): the newest earlier row of each, forgetting combinations last active more than `history_limit`
+    seconds before the day before.
 
     Each built day stores the newest rows of the combinations it saw (``access_state``), so the state is the newest
     of those rows over the horizon; raw rows of days not built yet count too. Only today's combinations are read:
@@ -101,10 +102,11 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
     raw_g = _day_frame(wh, "raw_google", day)
     raw_a = _day_frame(wh, "raw_slack_audit", day)
     raw_x = _day_frame(wh, "raw_slack_access", day)
-    prior_x = prior_access_state(wh, day, raw_x, cfg.history_limit)
-    norm = normalise(raw_g, raw_a, raw_x, prior_x)
+    rows_x = access_frame(raw_x) if len(raw_x) else raw_x  # parsed once for the three uses below
+    prior_x = prior_access_state(wh, day, rows_x, cfg.history_limit)
+    norm = normalise(raw_g, raw_a, rows_x, prior_x)
     keep_since = (pd.Timestamp(day) - pd.Timedelta(seconds=cfg.history_limit)).timestamp()
-    state_x = access_state(prior_x, raw_x, keep_since=keep_since)
+    state_x = access_state(prior_x, rows_x, keep_since=keep_since)
 
     mapper = IdentityMapper(cfg.user_domain, cfg.user_map)
     known = _known_slack_ids(wh, day)

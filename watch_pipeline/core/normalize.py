@@ -312,7 +312,11 @@ def normalise(
 
 
 def access_frame(raw: pd.DataFrame) -> pd.DataFrame:
-    if "raw" not in raw.columns:  # already parsed (an accessLogs state snapshot)
+    """accessLogs raw-table rows -> one column per JSON field, plus the landed row's key, day, ingest time and text.
+
+    A frame that is parsed already (an accessLogs state snapshot, or this function's own output: every landed row
+    has a ``user_id``, a raw table has no such column) is returned as it is, so a day's rows are parsed once."""
+    if "raw" not in raw.columns or "user_id" in raw.columns:
         return raw
     texts = raw["raw"].tolist()
     out = pd.DataFrame([json.loads(t) for t in texts]) if texts else pd.DataFrame()
@@ -323,6 +327,18 @@ def access_frame(raw: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _access_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns of `frame` that access_events reads, string columns as object columns of the same values.
+
+    access_events walks its rows in Python: from an Arrow-backed string column every value costs a call into pandas,
+    from an object column none, and the values seen are the same (str, NaN for missing). The other columns (the raw
+    text above all) would only widen every row it walks."""
+    from watch_pipeline.core.accesslogs import ROW_COLUMNS
+
+    return pd.DataFrame({c: frame[c].astype(object) if isinstance(frame[c].dtype, pd.StringDtype) else frame[c]
+                         for c in ROW_COLUMNS if c in frame.columns}, index=frame.index)
+
+
 def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantined: list) -> pd.DataFrame:
     """accessLogs aggregate rows -> access events by diffing against earlier rows of the same (user, IP, UA).
 
@@ -331,7 +347,7 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
 
     rows = access_frame(raw)
     prior_rows = access_frame(prior) if prior is not None and len(prior) else None
-    diff = access_events(rows, prior_rows if prior_rows is not None else rows.iloc[0:0])
+    diff = access_events(_access_input(rows), _access_input(prior_rows if prior_rows is not None else rows.iloc[0:0]))
     if diff.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
     meta = rows[["record_key", "partition_date", "ingest_time", "raw"]].drop_duplicates("record_key")
