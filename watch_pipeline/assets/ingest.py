@@ -118,7 +118,7 @@ class _Lander:
         for s in RAW_SOURCES:
             if RAW_KEYS[s] not in self.selected or not self.records[s]:
                 continue
-            frame = records_frame(self.records[s], self.origins[s], self.now)
+            frame = records_frame(self.records[s], self.origins[s], self.now, object_strings=True)
             # Landing is append-only: a record already landed (by an earlier run, an earlier batch or a live poll)
             # keeps its row and its first ingest_time, and nothing is ever deleted. accessLogs state in particular
             # cannot be fetched again.
@@ -167,9 +167,10 @@ def raw_landing(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     files = skipped = 0
     if cfg.archive.dir:
         context.log.info(f"scanning archive {cfg.archive.dir} for {days[0]}..{days[-1]}")
-        total = len(archive_files(cfg.archive.dir))
+        listed = archive_files(cfg.archive.dir)
+        total = len(listed)
         # Within a run the first copy of a record wins (file order); insert_new keeps it across batches too.
-        for scan in iter_archive(cfg.archive.dir, days, known=_known_files(wh)):
+        for scan in iter_archive(cfg.archive.dir, days, known=_known_files(wh), files=listed):
             files += 1
             skipped += scan.skipped
             for rec in scan.records:

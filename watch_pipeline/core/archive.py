@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watch_pipeline.core.raw import RECORD_BUILDERS, RawRecord, RecordError
+from watch_pipeline.core.raw import RECORD_BUILDERS, RawRecord, RecordError, _dump, dump_floatless
 from watch_pipeline.core.schema import (
     RAW_SOURCES,
     SOURCE_GOOGLE,
@@ -127,10 +127,36 @@ def _has_bad_bytes(obj: Any) -> bool:
         return True
 
 
+_CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}  # as json reads them
+
+
 class _Reader:
     def __init__(self, origin: str):
         self.result = FileResult(origin)
         self.clean = False  # set by read_bytes once the file's text is known to hold no invalid characters
+        # json's own parser, told when a float or NaN / Infinity goes by: the items of a document without any are
+        # written with the faster dump_floatless (same text), the others with _dump.
+        self.floats = False
+        self.decoder = json.JSONDecoder(parse_float=self._float, parse_constant=self._constant)
+
+    def _float(self, text: str) -> float:
+        self.floats = True
+        return float(text)
+
+    def _constant(self, name: str) -> float:
+        self.floats = True
+        return _CONSTANTS[name]
+
+    def loads(self, text: str) -> Any:
+        """json.loads(text), noting in :attr:`floats` whether the document holds a float."""
+        self.floats = False
+        if text.startswith("\ufeff"):
+            return json.loads(text)  # raises json's own error about the byte order mark
+        return self.decoder.decode(text)
+
+    def raw_decode(self, text: str, pos: int) -> tuple[Any, int]:
+        self.floats = False
+        return self.decoder.raw_decode(text, pos)
 
     def quarantine(self, where: str, reason: str, raw: Any, source: str = "") -> None:
         text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
@@ -145,7 +171,7 @@ class _Reader:
             self.quarantine(where, "invalid UTF-8 in record", obj, source)
             return
         try:
-            self.result.records.append(RECORD_BUILDERS[source](obj))
+            self.result.records.append(RECORD_BUILDERS[source](obj, _dump if self.floats else dump_floatless))
         except RecordError as exc:
             self.quarantine(where, str(exc), obj, source)
 
@@ -173,7 +199,6 @@ class _Reader:
 
     def salvage(self, text: str, error: json.JSONDecodeError) -> bool:
         """A page cut short: keep the complete items of its array, quarantine the rest. False if not a page."""
-        decoder = json.JSONDecoder()
         for key, source in _PAGE_ARRAYS.items():
             marker = text.find(f'"{key}"')
             if marker < 0:
@@ -189,7 +214,7 @@ class _Reader:
                 if pos >= len(text) or text[pos] == "]":
                     break
                 try:
-                    obj, end = decoder.raw_decode(text, pos)
+                    obj, end = self.raw_decode(text, pos)
                 except json.JSONDecodeError:
                     break
                 self.item(obj, f":{key}[{index}]", source)
@@ -211,7 +236,7 @@ class _Reader:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = self.loads(line)
             except json.JSONDecodeError as exc:
                 self.quarantine(f":{lineno}", f"invalid JSON on line {lineno}: {exc.msg}", line)
                 continue
@@ -233,7 +258,7 @@ def read_bytes(data: bytes, origin: str) -> FileResult:
         return reader.result
     reader.clean = _text_is_clean(stripped)
     try:
-        doc = json.loads(stripped)
+        doc = reader.loads(stripped)
     except json.JSONDecodeError as exc:
         if "\n" in stripped and _looks_like_lines(stripped):
             reader.lines(stripped)
@@ -315,14 +340,16 @@ def iter_archive(
     root: str | Path,
     days: Iterable[str] | None = None,
     known: dict[str, tuple[int, int, frozenset[str]]] | None = None,
+    files: list[Path] | None = None,
 ) -> Iterator[FileScan]:
     """Read the files under `root` in order, keeping the records whose UTC day is in `days` (all when None).
 
     `known` maps a path to ``(size, mtime_ns, days)`` of an earlier scan (:attr:`FileScan.days`): a file that is
     unchanged since and holds none of the wanted days is skipped unread, so landing one more day does not re-parse
-    the whole archive. Everything such a file holds was read before (its quarantine rows included)."""
+    the whole archive. Everything such a file holds was read before (its quarantine rows included).
+    `files` is ``archive_files(root)`` when the caller has listed them already."""
     wanted = frozenset(days) if days is not None else None
-    for path in archive_files(root):
+    for path in archive_files(root) if files is None else files:
         name = str(path)
         stamp = file_stamp(path)
         prior = (known or {}).get(name)

@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
+from collections.abc import Callable
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from watch_pipeline.core.schema import (
@@ -99,9 +101,30 @@ if c_make_encoder is not None:
 else:  # pragma: no cover - CPython always has the C encoder
     _dump = _ENCODER.encode
 
+_ORJSON_SORTED = orjson.OPT_SORT_KEYS
 
-def google_record(item: Any) -> RawRecord:
-    """A Reports API activity. Key: application, customer, time, uniqueQualifier and its events."""
+
+def dump_floatless(item: Any) -> str:
+    """The canonical text of an item that holds no float, NaN or Infinity (the archive reader knows which do),
+    about twice as fast as :func:`_dump`.
+
+    orjson writes strings (escapes included), integers, true/false/null, arrays and key-sorted objects exactly as
+    the canonical text does; only floats are spelt otherwise (``1e-05`` vs ``0.00001``) and NaN becomes null, hence
+    the precondition. What orjson refuses (integers beyond 64 bits, lone surrogates, very deep nesting) takes
+    :func:`_dump`. tests/core/test_raw_fast.py holds orjson to this."""
+    try:
+        return orjson.dumps(item, option=_ORJSON_SORTED).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return _dump(item)
+
+
+Dump = Callable[[Any], str]
+
+
+def google_record(item: Any, dump: Dump = _dump) -> RawRecord:
+    """A Reports API activity. Key: application, customer, time, uniqueQualifier and its events.
+
+    `dump` writes the canonical text (:func:`dump_floatless` for items known to hold no float)."""
     if not isinstance(item, dict):
         raise RecordError(f"activity is not a JSON object but {type(item).__name__}")
     ident = item.get("id")
@@ -118,12 +141,12 @@ def google_record(item: Any) -> RawRecord:
         ident.get("customerId"),
         ident.get("time"),
         ident.get("uniqueQualifier"),
-        _dump(item.get("events")),
+        dump(item.get("events")),
     )
-    return RawRecord(key, SOURCE_GOOGLE, when, _dump(item))
+    return RawRecord(key, SOURCE_GOOGLE, when, dump(item))
 
 
-def slack_audit_record(entry: Any) -> RawRecord:
+def slack_audit_record(entry: Any, dump: Dump = _dump) -> RawRecord:
     """A Slack Audit Logs entry. Key: its id."""
     if not isinstance(entry, dict):
         raise RecordError(f"audit entry is not a JSON object but {type(entry).__name__}")
@@ -131,10 +154,10 @@ def slack_audit_record(entry: Any) -> RawRecord:
     if not isinstance(entry_id, str) or not entry_id:
         raise RecordError("audit entry has no id")
     when = parse_epoch(entry.get("date_create"), "date_create")
-    return RawRecord(stable_id(SOURCE_SLACK_AUDIT, entry_id), SOURCE_SLACK_AUDIT, when, _dump(entry))
+    return RawRecord(stable_id(SOURCE_SLACK_AUDIT, entry_id), SOURCE_SLACK_AUDIT, when, dump(entry))
 
 
-def slack_access_record(row: Any) -> RawRecord:
+def slack_access_record(row: Any, dump: Dump = _dump) -> RawRecord:
     """A team.accessLogs row (an aggregate per user, IP and UA). Key: the whole observed state of the row."""
     if not isinstance(row, dict):
         raise RecordError(f"access log row is not a JSON object but {type(row).__name__}")
@@ -147,7 +170,7 @@ def slack_access_record(row: Any) -> RawRecord:
         SOURCE_SLACK_ACCESS, user_id, row.get("ip"), row.get("user_agent"), row.get("date_first"),
         row.get("date_last"), row.get("count"),
     )
-    return RawRecord(key, SOURCE_SLACK_ACCESS, last, _dump(row))
+    return RawRecord(key, SOURCE_SLACK_ACCESS, last, dump(row))
 
 
 RECORD_BUILDERS = {
@@ -157,20 +180,28 @@ RECORD_BUILDERS = {
 }
 
 
-def records_frame(records: list[RawRecord], origin: str | list[str], ingest_time: datetime) -> pd.DataFrame:
-    """RawRecords -> a DataFrame with the raw table's columns (dedupe by key, keep first)."""
+def records_frame(records: list[RawRecord], origin: str | list[str], ingest_time: datetime,
+                  object_strings: bool = False) -> pd.DataFrame:
+    """RawRecords -> a DataFrame with the raw table's columns (dedupe by key, keep first).
+
+    With `object_strings` the text columns are object columns (same values) rather than pandas strings: for a
+    frame that only goes to the warehouse, which takes object columns, a batch's JSON texts are then not copied
+    into Arrow and back."""
     cols = [c.name for c in RAW_COLUMNS]
     if not records:
         return pd.DataFrame(columns=cols)
+    text = (lambda values: pd.Series(values, dtype=object)) if object_strings else (lambda values: values)
+    if object_strings and not pd.api.types.is_list_like(origin):
+        origin = [origin] * len(records)
     df = pd.DataFrame(
         {
-            "record_key": [r.record_key for r in records],
-            "source": [r.source for r in records],
+            "record_key": text([r.record_key for r in records]),
+            "source": text([r.source for r in records]),
             "record_time": pd.to_datetime([r.record_time for r in records]),
-            "partition_date": [r.partition_date for r in records],
+            "partition_date": text([r.partition_date for r in records]),
             "ingest_time": ingest_time,
-            "origin": origin,
-            "raw": [r.raw for r in records],
+            "origin": text(origin),
+            "raw": text([r.raw for r in records]),
         }
     )
     return df.drop_duplicates("record_key", keep="first").reset_index(drop=True)[cols]
