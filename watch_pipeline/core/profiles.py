@@ -411,8 +411,10 @@ class ActorProfiles:
         st_events = _take(s_events, at, 0)
         st_days = _take(s_days, at, 0)
         st_last = _take(s_last, at, np.datetime64("NaT", "ns"))
-        field_totals = pd.Series(s_count).groupby(s_field_key).agg(["sum", "size"])
-        at_field = field_totals.index.get_indexer(field_key) if len(field_totals) else np.full(len(actor), -1)
+        # grouped by dense codes: pandas sums groups of sparse int64 keys in another order (last-bit differences)
+        s_field_code, s_fields = pd.factorize(s_field_key)
+        field_totals = pd.Series(s_count).groupby(s_field_code).agg(["sum", "size"])  # row i: code i
+        at_field = pd.Index(s_fields).get_indexer(field_key) if len(field_totals) else np.full(len(actor), -1)
         st_total = _take(field_totals["sum"].to_numpy(dtype=float), at_field, 0.0)
         st_distinct = _take(field_totals["size"].to_numpy(dtype="int64"), at_field, 0)
 
