@@ -571,3 +571,14 @@ def test_text_of_arrow_and_object_strings_is_the_same():
     objects = pd.DataFrame({"x": pd.Series(values, dtype=object)})
     pd.testing.assert_series_equal(_text(arrow, "x"), _text(objects, "x"))
     assert _text(arrow, "x").tolist() == ["a", "", "", "b", "c", ""]
+
+
+@pytest.mark.parametrize("values, dtype", [
+    (["120", "121", None, "", "x", "7.5", "120"], "str"), (["120", "121", "120"], "str"), (["1", "x"], "str"),
+    (["120", None, 3, 4.5], object), ([1, 2, None], None), ([], "str"), ([None, None], object),
+])
+def test_numbers_parse_like_to_numeric(values, dtype):
+    from watch_pipeline.core.scoring import _numbers
+
+    s = pd.Series(values, dtype=dtype, name="ua_browser_major")
+    pd.testing.assert_series_equal(_numbers(s), pd.to_numeric(s, errors="coerce"))
