@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watch_pipeline.core.raw import RECORD_BUILDERS, RawRecord, RecordError, _dump, dump_floatless
+from watch_pipeline.core.raw import RECORD_BUILDERS, RawRecord, RecordError, _dump, dump_floatless, gc_paused
 from watch_pipeline.core.schema import (
     RAW_SOURCES,
     SOURCE_GOOGLE,
@@ -330,7 +330,8 @@ def file_stamp(path: str | Path) -> tuple[int, int] | None:
 
 def _scan_file(path: Path, wanted: frozenset[str] | None, stamp: tuple[int, int] | None) -> FileScan:
     """Read one file and keep the records of the wanted days."""
-    result = read_file(path)
+    with gc_paused():  # a page is thousands of small objects, none in a cycle
+        result = read_file(path)
     all_days = frozenset(rec.partition_date for rec in result.records)
     kept = result.records if wanted is None else [r for r in result.records if r.partition_date in wanted]
     return FileScan(result.path, stamp, kept, result.quarantined, all_days)

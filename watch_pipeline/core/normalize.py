@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from watch_pipeline.core import schema
+from watch_pipeline.core.raw import gc_paused
 from watch_pipeline.core.schema import (
     OUTCOME_CHALLENGE,
     OUTCOME_FAILURE,
@@ -103,7 +103,17 @@ def _join(v: Any) -> str:
     return str(v)
 
 
-def google_events(item: dict, raw_row: dict) -> list[dict]:
+# The columns the record builders fill, in the order of their rows. event_time is the raw row's record_time; the
+# driver fills it (and partition_date, ingest_time, raw) from the raw table by position, so its rows carry None.
+BUILT_COLUMNS = (
+    "event_id", "source", "app", "event_type", "action", "outcome", "event_time", "actor_raw", "actor_id", "ip",
+    "user_agent", "session_id", "login_type", "oauth_client", "target", "access_count", "vendor_suspicious",
+    "vendor_reasons", "challenge_method", "challenge_status", "failure_type", "previous_ip", "previous_ua",
+)
+
+
+def google_event_rows(item: dict, when: Any = None) -> list[tuple]:
+    """The events of one Reports API activity as rows of :data:`BUILT_COLUMNS` (event_time: `when`)."""
     ident = item.get("id") or {}
     actor = item.get("actor") or {}
     actor_raw = actor.get("email") or actor.get("key") or ""
@@ -130,33 +140,38 @@ def google_events(item: dict, raw_row: dict) -> list[dict]:
         suspicious = bool(params.get("is_suspicious") is True) or etype == "account_warning"
         reasons = name if etype == "account_warning" else ("is_suspicious" if params.get("is_suspicious") is True else "")
         rows.append(
-            {
-                "event_id": stable_id(app, ident.get("customerId"), ident.get("time"), ident.get("uniqueQualifier"), position, name),
-                "source": SOURCE_GOOGLE,
-                "app": app,
-                "event_type": etype,
-                "action": name,
-                "outcome": google_outcome(etype, name, params),
-                "event_time": raw_row["record_time"],
-                "actor_raw": actor_raw,
-                "actor_id": actor_id,
-                "ip": item.get("ipAddress") or "",
-                "user_agent": "",
-                "session_id": "",
-                "login_type": _join(params.get("login_type")),
-                "oauth_client": _join(params.get("app_name") or params.get("client_id") or ""),
-                "target": _join(params.get("affected_email_address") or params.get("doc_id") or params.get("app_name") or ""),
-                "access_count": 1,
-                "vendor_suspicious": suspicious,
-                "vendor_reasons": reasons,
-                "challenge_method": _join(params.get("login_challenge_method")),
-                "challenge_status": _join(params.get("login_challenge_status")),
-                "failure_type": _join(params.get("login_failure_type") or params.get("failure_type")),
-                "previous_ip": "",
-                "previous_ua": "",
-            }
+            (
+                stable_id(app, ident.get("customerId"), ident.get("time"), ident.get("uniqueQualifier"), position, name),
+                SOURCE_GOOGLE,
+                app,
+                etype,
+                name,
+                google_outcome(etype, name, params),
+                when,
+                actor_raw,
+                actor_id,
+                item.get("ipAddress") or "",
+                "",
+                "",
+                _join(params.get("login_type")),
+                _join(params.get("app_name") or params.get("client_id") or ""),
+                _join(params.get("affected_email_address") or params.get("doc_id") or params.get("app_name") or ""),
+                1,
+                suspicious,
+                reasons,
+                _join(params.get("login_challenge_method")),
+                _join(params.get("login_challenge_status")),
+                _join(params.get("login_failure_type") or params.get("failure_type")),
+                "",
+                "",
+            )
         )
     return rows
+
+
+def google_events(item: dict, raw_row: dict) -> list[dict]:
+    """The events of one Reports API activity, one dict per event (event_time: the raw row's record_time)."""
+    return [dict(zip(BUILT_COLUMNS, row)) for row in google_event_rows(item, raw_row["record_time"])]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,7 +182,8 @@ _SLACK_SUCCESS = {"user_login"}
 _SLACK_FAILURE = {"user_login_failed"}
 
 
-def slack_audit_event(entry: dict, raw_row: dict) -> dict:
+def slack_audit_row(entry: dict, when: Any = None) -> tuple:
+    """One Slack Audit Logs entry as a row of :data:`BUILT_COLUMNS` (event_time: `when`)."""
     actor = entry.get("actor") or {}
     user = actor.get("user") or {}
     actor_raw = user.get("email") or user.get("id") or ""
@@ -190,31 +206,40 @@ def slack_audit_event(entry: dict, raw_row: dict) -> dict:
         outcome = OUTCOME_FAILURE
     else:
         outcome = OUTCOME_INFO
-    return {
-        "event_id": stable_id(SOURCE_SLACK_AUDIT, entry.get("id")),
-        "source": SOURCE_SLACK_AUDIT,
-        "app": schema.APP_SLACK_AUDIT,
-        "event_type": etype,
-        "action": action,
-        "outcome": outcome,
-        "event_time": raw_row["record_time"],
-        "actor_raw": actor_raw,
-        "actor_id": str(user.get("id") or ""),
-        "ip": ctx.get("ip_address") or "",
-        "user_agent": ctx.get("ua") or "",
-        "session_id": str(ctx.get("session_id") or ""),
-        "login_type": "",
-        "oauth_client": str((ctx.get("app") or {}).get("name") or "") if isinstance(ctx.get("app"), dict) else "",
-        "target": str(target_obj.get("id") or target_obj.get("name") or "") if isinstance(target_obj, dict) else "",
-        "access_count": 1,
-        "vendor_suspicious": action == "anomaly",
-        "vendor_reasons": _join(reasons) if isinstance(reasons, list) else (str(reasons) if reasons else ""),
-        "challenge_method": "",
-        "challenge_status": "",
-        "failure_type": "",
-        "previous_ip": str(details.get("previous_ip_address") or "") if isinstance(details, dict) else "",
-        "previous_ua": str(details.get("previous_ua") or "") if isinstance(details, dict) else "",
-    }
+    return (
+        stable_id(SOURCE_SLACK_AUDIT, entry.get("id")),
+        SOURCE_SLACK_AUDIT,
+        schema.APP_SLACK_AUDIT,
+        etype,
+        action,
+        outcome,
+        when,
+        actor_raw,
+        str(user.get("id") or ""),
+        ctx.get("ip_address") or "",
+        ctx.get("ua") or "",
+        str(ctx.get("session_id") or ""),
+        "",
+        str((ctx.get("app") or {}).get("name") or "") if isinstance(ctx.get("app"), dict) else "",
+        str(target_obj.get("id") or target_obj.get("name") or "") if isinstance(target_obj, dict) else "",
+        1,
+        action == "anomaly",
+        _join(reasons) if isinstance(reasons, list) else (str(reasons) if reasons else ""),
+        "",
+        "",
+        "",
+        str(details.get("previous_ip_address") or "") if isinstance(details, dict) else "",
+        str(details.get("previous_ua") or "") if isinstance(details, dict) else "",
+    )
+
+
+def slack_audit_event(entry: dict, raw_row: dict) -> dict:
+    """One Slack Audit Logs entry as an event dict (event_time: the raw row's record_time)."""
+    return dict(zip(BUILT_COLUMNS, slack_audit_row(entry, raw_row["record_time"])))
+
+
+def _slack_audit_rows(entry: dict) -> list[tuple]:
+    return [slack_audit_row(entry)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,8 +268,14 @@ def _quarantine_row(raw_row: dict, reason: str, stage: str = "normalise") -> dic
 
 # Columns copied from the raw row onto each of its events, by position (never per event in Python).
 _FROM_RAW = {"event_time": "record_time", "partition_date": "partition_date", "ingest_time": "ingest_time", "raw": "raw"}
-# What the builders see of the raw row: event_time is filled in afterwards from record_time.
-_NO_ROW = {"record_time": None}
+_DECODE = json.JSONDecoder().decode  # what json.loads runs for a str without a byte order mark
+
+
+def _loads(text: Any) -> Any:
+    """json.loads(text), without its per-call checks for the str texts of the raw tables."""
+    if type(text) is str and not text.startswith("\ufeff"):
+        return _DECODE(text)
+    return json.loads(text)  # bytes, None, a byte order mark: json's own conversion or error
 
 
 def _raw_row(raw: pd.DataFrame, i: int) -> dict:
@@ -252,29 +283,32 @@ def _raw_row(raw: pd.DataFrame, i: int) -> dict:
     return {c: raw[c].iloc[i] for c in raw.columns}
 
 
-def _per_record(raw: pd.DataFrame, build: Callable[[dict, dict], list[dict]], quarantined: list) -> pd.DataFrame:
-    """Build the events of every raw row; rows that cannot be normalised go to `quarantined`.
+def _per_record(raw: pd.DataFrame, build: Callable[[dict], list[tuple]], quarantined: list) -> pd.DataFrame:
+    """Build the events of every raw row (`build`: rows of :data:`BUILT_COLUMNS`); rows that cannot be normalised
+    go to `quarantined`.
 
-    Only the JSON text is walked in Python; the raw row's time, day, ingest time and text are gathered onto the
-    events by position afterwards."""
+    Only the JSON text is walked in Python, into tuples that become columns in one transposition; the raw row's
+    time, day, ingest time and text are gathered onto the events by position afterwards."""
     if raw is None or raw.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
     texts = raw["raw"].tolist()
-    events: list[dict] = []
+    rows: list[tuple] = []
     positions: list[int] = []
-    for i, text in enumerate(texts):
-        try:
-            obj = json.loads(text)
-            rows = build(obj, _NO_ROW)
-        except (NormaliseError, json.JSONDecodeError, TypeError, AttributeError) as exc:
-            quarantined.append(_quarantine_row(_raw_row(raw, i), str(exc) or type(exc).__name__))
-            continue
-        events.extend(rows)
-        positions.extend([i] * len(rows))
-    if not events:
+    failed: list[tuple[int, str]] = []
+    with gc_paused():
+        for i, text in enumerate(texts):
+            try:
+                built = build(_loads(text))
+            except (NormaliseError, json.JSONDecodeError, TypeError, AttributeError) as exc:
+                failed.append((i, str(exc) or type(exc).__name__))
+                continue
+            rows.extend(built)
+            positions.extend([i] * len(built))
+        columns = list(zip(*rows))
+    quarantined.extend(_quarantine_row(_raw_row(raw, i), reason) for i, reason in failed)
+    if not rows:
         return pd.DataFrame(columns=BASE_COLUMNS)
-    names = [c for c in BASE_COLUMNS if c not in _FROM_RAW and c in events[0]]  # the builders fill all but actor
-    frame = pd.DataFrame({c: list(map(itemgetter(c), events)) for c in names})
+    frame = pd.DataFrame({c: list(values) for c, values in zip(BUILT_COLUMNS, columns) if c not in _FROM_RAW})
     take = np.asarray(positions, dtype=np.intp)
     for col, raw_col in _FROM_RAW.items():
         values = raw[raw_col] if raw_col in raw.columns else pd.Series([None] * len(raw), dtype=object)
@@ -291,8 +325,8 @@ def normalise(
     """Raw-table frames of one or more partitions -> base events + quarantine rows."""
     quarantined: list[dict] = []
     parts = [
-        _per_record(raw_google, google_events, quarantined),
-        _per_record(raw_slack_audit, lambda e, r: [slack_audit_event(e, r)], quarantined),
+        _per_record(raw_google, google_event_rows, quarantined),
+        _per_record(raw_slack_audit, _slack_audit_rows, quarantined),
     ]
     audit = parts[1]
     slack_ids: dict[str, str] = {}
@@ -319,7 +353,8 @@ def access_frame(raw: pd.DataFrame) -> pd.DataFrame:
     if "raw" not in raw.columns or "user_id" in raw.columns:
         return raw
     texts = raw["raw"].tolist()
-    out = pd.DataFrame([json.loads(t) for t in texts]) if texts else pd.DataFrame()
+    with gc_paused():
+        out = pd.DataFrame([_loads(t) for t in texts]) if texts else pd.DataFrame()
     # the landed row's columns win over same-named JSON fields
     for col in ("record_key", "partition_date", "ingest_time"):
         out[col] = raw[col].to_numpy() if col in raw.columns else None
@@ -347,7 +382,8 @@ def slack_access_events(raw: pd.DataFrame, prior: pd.DataFrame | None, quarantin
 
     rows = access_frame(raw)
     prior_rows = access_frame(prior) if prior is not None and len(prior) else None
-    diff = access_events(_access_input(rows), _access_input(prior_rows if prior_rows is not None else rows.iloc[0:0]))
+    with gc_paused():  # access_events walks the rows in Python
+        diff = access_events(_access_input(rows), _access_input(prior_rows if prior_rows is not None else rows.iloc[0:0]))
     if diff.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
     meta = rows[["record_key", "partition_date", "ingest_time", "raw"]].drop_duplicates("record_key")
