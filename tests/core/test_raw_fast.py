@@ -1,14 +1,12 @@
-"""The faster landing paths write exactly what the plain ones write: canonical text, keys and raw-table frames."""
+"""The faster landing paths write exactly what the plain ones write: canonical text and keys."""
 
 import json
 import random
-from datetime import datetime
 
-import pandas as pd
 import pytest
 
 from watch_pipeline.core.archive import archive_files, iter_archive, read_bytes
-from watch_pipeline.core.raw import _dump, dump_floatless, records_frame, slack_audit_record
+from watch_pipeline.core.raw import _dump, dump_floatless, slack_audit_record
 
 ALL_CHARS = [chr(i) for i in range(0x110000) if not 0xD800 <= i < 0xE000]
 
@@ -81,18 +79,6 @@ def test_byte_order_mark_is_refused_as_json_refuses_it():
     assert [r.raw for r in result.records] == [_dump(_entry(1))]
     assert [q.reason for q in result.quarantined] == [
         "invalid JSON on line 1: Unexpected UTF-8 BOM (decode using utf-8-sig)"]
-
-
-def test_records_frame_with_object_strings_holds_the_same_values():
-    records = [slack_audit_record(_entry(i)) for i in (0, 1, 1, 2)]
-    now = datetime(2026, 10, 5, 12)
-    for origin in ("x", ["a", "b", "c", "d"]):
-        plain = records_frame(records, origin, now)
-        fast = records_frame(records, origin, now, object_strings=True)
-        assert list(fast.columns) == list(plain.columns)
-        assert (fast.dtypes[["record_key", "source", "partition_date", "origin", "raw"]] == object).all()
-        pd.testing.assert_frame_equal(fast, plain.astype({c: object for c in ("record_key", "source", "partition_date",
-                                                                               "origin", "raw")}))
 
 
 def test_iter_archive_takes_the_listed_files(tmp_path):

@@ -118,7 +118,7 @@ class _Lander:
         for s in RAW_SOURCES:
             if RAW_KEYS[s] not in self.selected or not self.records[s]:
                 continue
-            frame = records_frame(self.records[s], self.origins[s], self.now, object_strings=True)
+            frame = records_frame(self.records[s], self.origins[s], self.now)
             # Landing is append-only: a record already landed (by an earlier run, an earlier batch or a live poll)
             # keeps its row and its first ingest_time, and nothing is ever deleted. accessLogs state in particular
             # cannot be fetched again.

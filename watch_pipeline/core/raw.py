@@ -199,28 +199,20 @@ RECORD_BUILDERS = {
 }
 
 
-def records_frame(records: list[RawRecord], origin: str | list[str], ingest_time: datetime,
-                  object_strings: bool = False) -> pd.DataFrame:
-    """RawRecords -> a DataFrame with the raw table's columns (dedupe by key, keep first).
-
-    With `object_strings` the text columns are object columns (same values) rather than pandas strings: for a
-    frame that only goes to the warehouse, which takes object columns, a batch's JSON texts are then not copied
-    into Arrow and back."""
+def records_frame(records: list[RawRecord], origin: str | list[str], ingest_time: datetime) -> pd.DataFrame:
+    """RawRecords -> a DataFrame with the raw table's columns (dedupe by key, keep first)."""
     cols = [c.name for c in RAW_COLUMNS]
     if not records:
         return pd.DataFrame(columns=cols)
-    text = (lambda values: pd.Series(values, dtype=object)) if object_strings else (lambda values: values)
-    if object_strings and not pd.api.types.is_list_like(origin):
-        origin = [origin] * len(records)
     df = pd.DataFrame(
         {
-            "record_key": text([r.record_key for r in records]),
-            "source": text([r.source for r in records]),
+            "record_key": [r.record_key for r in records],
+            "source": [r.source for r in records],
             "record_time": pd.to_datetime([r.record_time for r in records]),
-            "partition_date": text([r.partition_date for r in records]),
+            "partition_date": [r.partition_date for r in records],
             "ingest_time": ingest_time,
-            "origin": text(origin),
-            "raw": text([r.raw for r in records]),
+            "origin": origin,
+            "raw": [r.raw for r in records],
         }
     )
     return df.drop_duplicates("record_key", keep="first").reset_index(drop=True)[cols]
