@@ -54,22 +54,45 @@ class FileResult:
 
 
 def archive_files(root: str | Path) -> list[Path]:
-    """Candidate files under `root` (sorted, hidden files skipped): JSON/JSONL/log files, optionally gzipped."""
+    """Candidate files under `root` (sorted, hidden files skipped): JSON/JSONL/log files, optionally gzipped.
+
+    The order is that of sorted Paths (part by part); symlinked directories are not entered, as ``Path.rglob``
+    does not. One ``scandir`` per directory: regular files need no ``stat`` of their own."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"archive directory not found: {root}")
     if root.is_file():
         return [root]
+    found: list[tuple[str, ...]] = []
+    _scan_dir(str(root), (), found)
+    found.sort()
     out = []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
-            continue
+    for parts in found:
+        p = root.joinpath(*parts)
         suffixes = [s.lower() for s in p.suffixes]
         if suffixes and suffixes[-1] == ".gz":
             suffixes = suffixes[:-1]
         if suffixes and suffixes[-1] in ARCHIVE_SUFFIXES:
             out.append(p)
     return out
+
+
+def _scan_dir(path: str, parts: tuple[str, ...], found: list[tuple[str, ...]]) -> None:
+    """The non-hidden files under `path` (symlinks to files included) as their parts below the root."""
+    try:
+        entries = list(os.scandir(path))
+    except PermissionError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                _scan_dir(entry.path, parts + (entry.name,), found)
+            elif entry.is_file():
+                found.append(parts + (entry.name,))
+        except OSError:
+            continue
 
 
 def classify_item(item: Any) -> str | None:
