@@ -727,6 +727,11 @@ class _ByActor:
         return default if span is None else self._frame.iloc[span[0]:span[1]]
 
 
+def _texts(values: pd.Series) -> set:
+    """The set of ``values.astype(str)``, without iterating an Arrow array value by value."""
+    return set(values.astype(str).to_numpy(dtype=object).tolist())
+
+
 def _rows(frame: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
     """``frame[mask]``, without the cost of filtering when no row is selected (most flags are off in a story)."""
     return frame[mask] if mask.to_numpy().any() else frame.iloc[:0]
@@ -813,7 +818,7 @@ def _campaigns(ev: pd.DataFrame, peaks: pd.DataFrame | None, cfg: dict):
         per_ip = fails.groupby(fails["ip"].astype(str))
         accounts = per_ip["actor"].nunique()
         ok = ev[ev["outcome_s"] == "success"]
-        ok_pairs = set(zip(ok["ip"].astype(str), ok["actor"]))
+        ok_pairs = set(zip(ok["ip"].astype(str).to_numpy(dtype=object).tolist(), ok["actor"].to_numpy(dtype=object).tolist()))
         for ip, n in accounts[accounts >= cfg["campaign_min_accounts"]].items():
             f = per_ip.get_group(ip)
             # people who then sign in from the same address (a forced password change at the office) are not
@@ -843,11 +848,11 @@ def _session_jumps(ev: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str,
     cols = ["event_id", "actor", "event_time", "session_id", "network", "device", "ip"]
     today = ev.assign(session_id=_text(ev, "session_id"))[cols]
     frames = [today]
-    live = set(today["session_id"]) - {""}
+    live = _texts(today["session_id"]) - {""}
     if not live:
         return {}
     if previous is not None and len(previous):
-        p = previous[_text(previous, "session_id").isin(live)].copy()
+        p = previous[_isin(_text(previous, "session_id"), live).to_numpy()].copy()
         p["network"] = network_key(p)
         p["device"] = _text(p, "ua_device_key")
         p["session_id"] = _text(p, "session_id")
@@ -904,7 +909,7 @@ def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks
     speed = km / np.maximum(hours, 1.0 / 60)
     hit = (km >= cfg["impossible_min_km"]) & (speed >= cfg["impossible_speed_kmh"]) & (prev["network"] != allv["network"]).to_numpy()
     idx = np.flatnonzero(np.asarray(hit))
-    idx = idx[_isin(allv["event_id"].iloc[idx], set(ev["event_id"].astype(str))).to_numpy()]
+    idx = idx[_isin(allv["event_id"].iloc[idx], _texts(ev["event_id"])).to_numpy()]
     # Rows as plain dicts, only for the hits: positional row access on the whole frame was the cost at scale.
     km, hours, speed = np.asarray(km)[idx], np.asarray(hours)[idx], np.asarray(speed)[idx]
     out = {}
