@@ -280,7 +280,7 @@ class RiskScorer:
             daily = major.groupby([h["actor"], h["device"], h["day"]]).max().dropna()
             before = daily.groupby(level=[0, 1]).cummax().groupby(level=[0, 1]).shift()
             # looked up by a merge on the columns (a MultiIndex reindex boxes every day as a Timestamp)
-            prior_major = (pd.DataFrame({"a": h["actor"].to_numpy(), "d": h["device"].to_numpy(), "t": h["day"].to_numpy()})
+            prior_major = (pd.DataFrame({"a": h["actor"].array, "d": h["device"].array, "t": h["day"].array})
                            .merge(before.rename_axis(["a", "d", "t"]).rename("b").reset_index(), how="left",
                                   on=["a", "d", "t"])["b"].to_numpy())
             older = (major.to_numpy() < prior_major) & (h["device"] != "").to_numpy()
