@@ -756,8 +756,8 @@ def _older_versions(ev: pd.DataFrame, previous: pd.DataFrame | None) -> pd.Serie
     none = pd.Series(False, index=ev.index)
     if previous is None or len(previous) == 0 or "ua_browser_major" not in ev or "ua_browser_major" not in previous:
         return none
-    prev = pd.DataFrame({"actor": previous["actor"].astype(str).to_numpy(),
-                         "device": _text(previous, "ua_device_key").to_numpy(),
+    prev = pd.DataFrame({"actor": previous["actor"].astype(str).array,
+                         "device": _text(previous, "ua_device_key").array,
                          "major": _numbers(previous["ua_browser_major"]).to_numpy()})
     newest = prev.dropna(subset=["major"]).groupby(["actor", "device"])["major"].max()
     if newest.empty:
