@@ -157,3 +157,16 @@ def test_identities_across_sources():
 def test_missing_base_column_is_an_error():
     with pytest.raises(KeyError, match="user_agent"):
         enrich_events(make_events([{"ip": "1.1.1.1"}]).drop(columns=["user_agent"]), None, IdentityMapper())
+
+
+def test_enrich_takes_base_columns_in_any_order_and_ignores_others():
+    from watch_pipeline.core.normalize import BASE_COLUMNS
+
+    base = pd.DataFrame({c: [""] * 3 for c in BASE_COLUMNS})
+    base = base.assign(event_id=["a", "b", "c"], ip=["10.0.0.1", "", "8.8.8.8"], source="google", actor_raw="x@y.z",
+                       access_count=1, vendor_suspicious=False, event_time=pd.Timestamp("2026-10-05"))
+    shuffled = base[list(reversed(BASE_COLUMNS))].assign(extra=1)
+    a = enrich_events(base, None, IdentityMapper()).events
+    b = enrich_events(shuffled, None, IdentityMapper()).events
+    pd.testing.assert_frame_equal(a, b)
+    assert "extra" not in b.columns

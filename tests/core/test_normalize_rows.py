@@ -267,3 +267,18 @@ def test_gc_paused_restores_the_collector():
         assert not gc.isenabled()  # left as the caller had it
     finally:
         gc.enable()
+
+
+def test_one_event_per_record_takes_the_raw_columns_as_they_are(raw_audit, raw_google):
+    valid = raw_audit.iloc[[0, 1, 2, 5, 6, 7]].reset_index(drop=True)  # one event each, nothing quarantined
+    q = []
+    new = _per_record(valid, normalize._slack_audit_rows, q)
+    pd.testing.assert_frame_equal(new, _old_per_record(valid, lambda e, r: [_orig_slack_audit_event(e, r)], []))
+    assert not q and new["raw"].tolist() == valid["raw"].tolist()
+    # one event for most records and two for one, one record quarantined: as many events as records, gathered
+    mixed = pd.concat([raw_google.iloc[[6]], raw_audit.iloc[[3]]], ignore_index=True)
+    mixed["raw"] = [json.dumps(_activity("x", events=_activity("x")["events"][:2])), mixed["raw"][1]]
+    q = []
+    new = _per_record(mixed, google_event_rows, q)
+    assert len(new) == len(mixed) == 2 and len(q) == 1
+    assert new["raw"].tolist() == [mixed["raw"][0]] * 2

@@ -82,7 +82,8 @@ def enrich_events(events: pd.DataFrame, geo: GeoIPLookup | None, identity: Ident
     missing = [c for c in base_names if c not in events.columns]
     if missing:
         raise KeyError(f"events lack the base columns {missing}")
-    events = events[base_names]
+    if list(events.columns) != base_names:  # (selecting them anyway would copy every column)
+        events = events[base_names]
     geo_lookup = geo if geo is not None else GeoIPLookup(None, None)
 
     ip = events["ip"]

@@ -310,9 +310,10 @@ def _per_record(raw: pd.DataFrame, build: Callable[[dict], list[tuple]], quarant
         return pd.DataFrame(columns=BASE_COLUMNS)
     frame = pd.DataFrame({c: list(values) for c, values in zip(BUILT_COLUMNS, columns) if c not in _FROM_RAW})
     take = np.asarray(positions, dtype=np.intp)
+    one_each = len(take) == len(raw) and np.array_equal(take, np.arange(len(raw)))  # one event per raw row: no gather
     for col, raw_col in _FROM_RAW.items():
         values = raw[raw_col] if raw_col in raw.columns else pd.Series([None] * len(raw), dtype=object)
-        frame[col] = values.take(take).reset_index(drop=True)
+        frame[col] = (values if one_each else values.take(take)).reset_index(drop=True)
     return frame.reindex(columns=BASE_COLUMNS)  # actor: NaN, as when the events were built from dicts
 
 
@@ -331,8 +332,8 @@ def normalise(
     audit = parts[1]
     slack_ids: dict[str, str] = {}
     if len(audit):
-        pairs = audit[(audit["actor_id"] != "") & audit["actor_raw"].str.contains("@", regex=False)]
-        slack_ids = dict(zip(pairs["actor_id"].tolist(), pairs["actor_raw"].tolist()))  # the last pairing wins
+        pairs = (audit["actor_id"] != "") & audit["actor_raw"].str.contains("@", regex=False)
+        slack_ids = dict(zip(audit["actor_id"][pairs].tolist(), audit["actor_raw"][pairs].tolist()))  # the last pairing wins
     if raw_slack_access is not None and len(raw_slack_access):
         parts.append(slack_access_events(raw_slack_access, prior_slack_access, quarantined))
     parts = [f for f in parts if len(f)]
