@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from datetime import datetime
 
 import dagster as dg
 import pandas as pd
@@ -109,6 +110,12 @@ def test_bad_records_are_quarantined_and_counted(pipeline_env, small_org, tmp_pa
     page = {"kind": "admin#reports#activities", "items": [good, no_time, no_actor, bad_ip]}
     (archive / "extra.json").write_text(json.dumps(page))
     (archive / "cut.json").write_text(json.dumps(page)[:-40])
+    # an accessLogs row whose count is no whole number once stopped the events step (writing the access state)
+    t0 = int(datetime.fromisoformat(f"{day}T10:00:00+00:00").timestamp())
+    login = {"user_id": "UFRAC1", "username": "carol", "date_first": t0, "date_last": t0 + 60, "ip": "81.2.69.142",
+             "user_agent": "Mozilla/5.0", "isp": "Example", "country": "GB", "region": "ENG"}
+    (archive / "access.json").write_text(json.dumps({"ok": True, "logins": [
+        {**login, "count": 1e-05}, {**login, "user_id": "UFRAC2", "count": 3}]}))
     cfg = tmp_path / "watch.yaml"
     text = cfg.read_text().replace(str(small_org.archive_dir), str(archive))
     cfg.write_text(text)
@@ -126,6 +133,8 @@ def test_bad_records_are_quarantined_and_counted(pipeline_env, small_org, tmp_pa
     assert "activity has no id.time" in reasons
     assert "activity has no actor" in reasons
     assert "truncated" in reasons
+    assert "count is not a whole number of accesses: 1e-05" in reasons
+    assert "UFRAC2" in set(ev["actor_id"].dropna()) or any("UFRAC2" in str(r) for r in ev["raw"])
     assert any("999.1.2.3" in r or "malformed" in r.lower() for r in q["reason"])
     assert "carol@acme.example" in set(ev["actor"])  # the good record of the same file is in
     assert meta["quarantined"].value >= 2  # normalise + enrich stages of this partition

@@ -4,6 +4,7 @@ import json
 from datetime import datetime
 
 import pandas as pd
+import pytest
 
 from watch_pipeline.core.normalize import access_state, normalise
 from watch_pipeline.core.raw import records_frame, slack_access_record
@@ -52,3 +53,19 @@ def test_state_keeps_newest_row_and_forgets_old_combos():
     st = access_state(rows, None, keep_since=8)
     assert list(st["record_key"]) == ["b"]
     assert json.loads(json.dumps(st.to_dict("records")))[0]["count"] == 4
+
+
+@pytest.mark.parametrize("count, ok", [(3, True), (3.0, True), ("3", True), (None, True), (0, True),
+                                       (1e-05, False), (2.5, False), (-1, False), ("x", False), (True, False),
+                                       (float("inf"), False), (float("nan"), False)])
+def test_access_rows_need_a_whole_count(count, ok):
+    from watch_pipeline.core.raw import RecordError
+
+    row = {"user_id": "U1", "ip": "1.2.3.4", "user_agent": "ua", "date_first": 1790000000, "date_last": 1790000060}
+    if count is not None:
+        row["count"] = count
+    if ok:
+        assert slack_access_record(row).record_key
+    else:
+        with pytest.raises(RecordError, match="count is not a whole number"):
+            slack_access_record(row)

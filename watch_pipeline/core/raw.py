@@ -185,11 +185,25 @@ def slack_access_record(row: Any, dump: Dump = _dump) -> RawRecord:
         raise RecordError("access log row has no user_id")
     last = parse_epoch(row.get("date_last"), "date_last")
     parse_epoch(row.get("date_first"), "date_first")
+    _check_count(row.get("count"))
     key = stable_id(
         SOURCE_SLACK_ACCESS, user_id, row.get("ip"), row.get("user_agent"), row.get("date_first"),
         row.get("date_last"), row.get("count"),
     )
     return RawRecord(key, SOURCE_SLACK_ACCESS, last, dump(row))
+
+
+def _check_count(value: Any) -> None:
+    """An accessLogs ``count`` is a whole number of accesses (missing counts as 1 downstream); anything else would
+    only fail later, when the state that holds it is written, and stop the whole day."""
+    if value is None:
+        return
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (number == number and number >= 0 and number.is_integer() and number < 2**63):
+        raise RecordError(f"access log row's count is not a whole number of accesses: {value!r}")
 
 
 RECORD_BUILDERS = {
