@@ -42,3 +42,47 @@ def test_strings_come_back_as_pandas_default_strings(wh):
     got = wh.query_df("SELECT s, sn FROM t ORDER BY i")
     assert isinstance(got["s"].dtype, pd.StringDtype) and got["s"].isna().tolist() == [False, True, False]
     assert got["sn"].dtype == object and got["sn"].isna().all()
+
+
+def test_write_behind_writes_in_order_and_waits_for_them(wh):
+    import threading
+    import time
+
+    wh.execute("CREATE TABLE w (i BIGINT)")
+    threads = set()
+
+    def slow_insert(i):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)
+        wh.execute("INSERT INTO w VALUES (?)", [i])
+
+    with wh.write_behind(max_pending=2) as write:
+        for i in range(10):
+            write(slow_insert, i)
+    # all done when the block ends, in submission order, on the one writer thread
+    assert wh.query_df("SELECT i FROM w")["i"].tolist() == list(range(10))
+    assert len(threads) == 1 and threads != {threading.current_thread().name}
+
+
+def test_write_behind_raises_a_failed_write_and_skips_the_later_ones(wh):
+    wh.execute("CREATE TABLE w (i BIGINT)")
+
+    def insert(i):
+        if i == 3:
+            raise ValueError("disk full")
+        wh.execute("INSERT INTO w VALUES (?)", [i])
+
+    with pytest.raises(ValueError, match="disk full"):
+        with wh.write_behind(max_pending=100) as write:
+            for i in range(8):
+                write(insert, i)
+    assert wh.query_df("SELECT i FROM w ORDER BY i")["i"].tolist() == [0, 1, 2]
+
+
+def test_write_behind_finishes_submitted_writes_when_the_block_fails(wh):
+    wh.execute("CREATE TABLE w (i BIGINT)")
+    with pytest.raises(KeyError):
+        with wh.write_behind() as write:
+            write(wh.execute, "INSERT INTO w VALUES (1)")
+            raise KeyError("computing the next day failed")
+    assert wh.query_df("SELECT i FROM w")["i"].tolist() == [1]

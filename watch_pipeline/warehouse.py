@@ -218,6 +218,43 @@ class Warehouse:
         finally:
             self.execute(f'DROP TABLE "{scratch}"')
 
+    @contextlib.contextmanager
+    def write_behind(self, max_pending: int = 2) -> Iterator[Any]:
+        """``submit(fn, *args)`` runs warehouse writes in order on one background thread while the caller computes
+        the next day (DuckDB and pandas do most of a write's work without holding the GIL, so on two cores the
+        write costs next to nothing). At most `max_pending` writes wait; the block ends when all are done. After a
+        failed write the later ones are skipped, and the error is raised (at the next submit, or at the end).
+        A write something in the block reads back must be waited for first: ``submit`` returns its future."""
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        pending: list = []
+        failed = threading.Event()
+
+        def guarded(fn, args, kwargs):
+            if failed.is_set():
+                return None
+            try:
+                return fn(*args, **kwargs)
+            except BaseException:
+                failed.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-writer") as pool:
+            def submit(fn, *args, **kwargs):
+                future = pool.submit(guarded, fn, args, kwargs)
+                pending.append(future)
+                while len(pending) > max_pending or (pending and pending[0].done()):
+                    pending.pop(0).result()  # raises a failed write's error here, in the caller
+                return future  # .result() waits for this write (and, in order, those before it)
+
+            try:
+                yield submit
+            except BaseException:
+                wait(pending)  # the writes already submitted finish (or fail) before the error propagates
+                raise
+            for future in pending:
+                future.result()
+
     def latest_partition_before(self, table: str, day, column: str = "partition_date"):
         """The newest `column` value of `table` strictly before `day` (a date), or None."""
         if not self.table_exists(table):

@@ -97,12 +97,27 @@ def _partition_days(wh: Warehouse, table: str, where: str, params: list) -> set:
     return {pd.Timestamp(d).date() for d in days}
 
 
-def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime) -> dict:
-    """Normalise + enrich one day and replace its partition of events, quarantine and identities."""
+def _now(fn, *args, **kwargs):
+    """Run a write at once (what `write_behind`'s submit does later), with a future-like result."""
+    from concurrent.futures import Future
+
+    done: Future = Future()
+    done.set_result(fn(*args, **kwargs))
+    return done
+
+
+def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime, write=_now,
+                         stored_before=None) -> dict:
+    """Normalise + enrich one day and replace its partition of events, quarantine, identities and access state.
+
+    `write` runs the writes (at once, or a `Warehouse.write_behind` submit); `stored_before` is the future of the
+    day before's state writes (access state, identities), which this day reads."""
     raw_g = _day_frame(wh, "raw_google", day)
     raw_a = _day_frame(wh, "raw_slack_audit", day)
     raw_x = _day_frame(wh, "raw_slack_access", day)
     rows_x = access_frame(raw_x) if len(raw_x) else raw_x  # parsed once for the three uses below
+    if stored_before is not None:
+        stored_before.result()
     prior_x = prior_access_state(wh, day, rows_x, cfg.history_limit)
     norm = normalise(raw_g, raw_a, rows_x, prior_x)
     keep_since = (pd.Timestamp(day) - pd.Timedelta(seconds=cfg.history_limit)).timestamp()
@@ -139,15 +154,17 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
     p = wh.param()
     with_day = f"partition_date = {p}"
     events = enriched.events
-    written = wh.replace_window("events", events, with_day, [date])
-    wh.replace_window("quarantine", quarantined, f"partition_date = {p} AND stage IN ('normalise', 'enrich')", [date])
     learned = pd.DataFrame(
         {"source": SOURCE_SLACK_AUDIT, "actor_id": list(norm.slack_ids), "email": list(norm.slack_ids.values()), "partition_date": date}
     )
-    wh.replace_window("identities", learned, with_day, [date])
-    wh.replace_window("access_state", state_x.assign(partition_date=date), with_day, [date])
+    # the state the next day reads first, then the day's events and quarantine
+    write(wh.replace_window, "access_state", state_x.assign(partition_date=date), with_day, [date])
+    stored = write(wh.replace_window, "identities", learned, with_day, [date])
+    write(wh.replace_window, "events", events, with_day, [date])
+    write(wh.replace_window, "quarantine", quarantined, f"partition_date = {p} AND stage IN ('normalise', 'enrich')", [date])
     return {
-        "events": written,
+        "stored": stored,
+        "events": len(events),
         "quarantined": len(quarantined),
         "raw": len(raw_g) + len(raw_a) + len(raw_x),
         "stats": enriched.stats,
@@ -174,20 +191,24 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sett
     totals = {"events": 0, "quarantined": 0, "raw": 0}
     per_day, by_app, unresolved, geo_stats = {}, {}, set(), {}
     last = pd.DataFrame()
-    for n, day in enumerate(days, start=1):
-        r = build_events_for_day(wh, cfg, geo, day, now)
-        for k in totals:
-            totals[k] += r[k]
-        per_day[day] = r["events"]
-        if len(r["frame"]):
-            for app, c in r["frame"]["app"].value_counts().items():
-                by_app[app] = by_app.get(app, 0) + int(c)
-            last = r["frame"]
-        unresolved.update(r["unresolved"])
-        for k, v in (r["stats"] or {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                geo_stats[k] = geo_stats.get(k, 0) + v
-        context.log.info(f"events {day}: {r['events']:,} events, {r['quarantined']:,} quarantined ({n}/{len(days)})")
+    stored = None
+    # a day's tables are written while the next day is normalised; that day waits only for the state it reads
+    with wh.write_behind() as write:
+        for n, day in enumerate(days, start=1):
+            r = build_events_for_day(wh, cfg, geo, day, now, write=write, stored_before=stored)
+            stored = r["stored"]
+            for k in totals:
+                totals[k] += r[k]
+            per_day[day] = r["events"]
+            if len(r["frame"]):
+                for app, c in r["frame"]["app"].value_counts().items():
+                    by_app[app] = by_app.get(app, 0) + int(c)
+                last = r["frame"]
+            unresolved.update(r["unresolved"])
+            for k, v in (r["stats"] or {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    geo_stats[k] = geo_stats.get(k, 0) + v
+            context.log.info(f"events {day}: {r['events']:,} events, {r['quarantined']:,} quarantined ({n}/{len(days)})")
     share = totals["quarantined"] / max(1, totals["events"] + totals["quarantined"])
     return dg.MaterializeResult(
         metadata={

@@ -108,29 +108,42 @@ class _Lander:
             self.files.append({"path": scan.path, "size": scan.stamp[0], "mtime_ns": scan.stamp[1],
                                "days": ",".join(sorted(scan.days)), "scanned_at": self.now})
 
-    def flush(self) -> None:
-        # Quarantine first: ids are content hashes, so re-reading the same archive adds nothing twice.
-        if self.quarantined:
-            self.wh.insert_new("quarantine", quarantine_frame(self.quarantined, self.now), "quarantine_id")
-            for q in self.quarantined:
-                self.reasons[q.reason[:80]] = self.reasons.get(q.reason[:80], 0) + 1
-                self.quarantined_by_source[q.source] = self.quarantined_by_source.get(q.source, 0) + 1
+    def flush(self, write=None) -> None:
+        """Write the batch: at once, or through `write` (a `Warehouse.write_behind` submit) while the next batch is
+        read; the writes stay in order either way."""
+        quarantine = quarantine_frame(self.quarantined, self.now) if self.quarantined else None
+        for q in self.quarantined:
+            self.reasons[q.reason[:80]] = self.reasons.get(q.reason[:80], 0) + 1
+            self.quarantined_by_source[q.source] = self.quarantined_by_source.get(q.source, 0) + 1
+        frames = {}
         for s in RAW_SOURCES:
             if RAW_KEYS[s] not in self.selected or not self.records[s]:
                 continue
-            frame = records_frame(self.records[s], self.origins[s], self.now)
-            # Landing is append-only: a record already landed (by an earlier run, an earlier batch or a live poll)
-            # keeps its row and its first ingest_time, and nothing is ever deleted. accessLogs state in particular
-            # cannot be fetched again.
-            self.written[s] += self.wh.insert_new(RAW_TABLE[s], frame, "record_key")
+            frame = frames[s] = records_frame(self.records[s], self.origins[s], self.now)
             self.rows[s] += len(frame)
             for day, n in frame.groupby("partition_date").size().items():
                 self.per_day[s][str(day)] = self.per_day[s].get(str(day), 0) + int(n)
             if s not in self.preview:
                 self.preview[s] = frame.head(5)
-        # Only now are the files' records and quarantine rows stored: a later run may skip these files.
-        if self.files:
-            self.wh.upsert(ARCHIVE_FILES_TABLE, pd.DataFrame(self.files), "path")
+        files = pd.DataFrame(self.files) if self.files else None
+
+        def store() -> None:
+            # Quarantine first: ids are content hashes, so re-reading the same archive adds nothing twice.
+            if quarantine is not None:
+                self.wh.insert_new("quarantine", quarantine, "quarantine_id")
+            # Landing is append-only: a record already landed (by an earlier run, an earlier batch or a live poll)
+            # keeps its row and its first ingest_time, and nothing is ever deleted. accessLogs state in particular
+            # cannot be fetched again.
+            for s, frame in frames.items():
+                self.written[s] += self.wh.insert_new(RAW_TABLE[s], frame, "record_key")
+            # Only now are the files' records and quarantine rows stored: a later run may skip these files.
+            if files is not None:
+                self.wh.upsert(ARCHIVE_FILES_TABLE, files, "path")
+
+        if write is None:
+            store()
+        else:
+            write(store)
         self.records = {s: [] for s in RAW_SOURCES}
         self.origins = {s: [] for s in RAW_SOURCES}
         self.quarantined, self.files, self.pending = [], [], 0
@@ -169,18 +182,21 @@ def raw_landing(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         context.log.info(f"scanning archive {cfg.archive.dir} for {days[0]}..{days[-1]}")
         listed = archive_files(cfg.archive.dir)
         total = len(listed)
-        # Within a run the first copy of a record wins (file order); insert_new keeps it across batches too.
-        for scan in iter_archive(cfg.archive.dir, days, known=_known_files(wh), files=listed):
-            files += 1
-            skipped += scan.skipped
-            for rec in scan.records:
-                lander.add(rec, scan.path)
-            lander.add_quarantined(scan.quarantined)
-            lander.add_file(scan)
-            if lander.pending >= FLUSH_RECORDS:
-                lander.flush()
-            if files % 200 == 0 or files == total:
-                context.log.info(f"archive: {files}/{total} files ({skipped} unchanged and of other days: not read)")
+        known = _known_files(wh)
+        # a batch is written while the next one is read (one batch waits at most: memory stays bounded)
+        with wh.write_behind(max_pending=1) as write:
+            # Within a run the first copy of a record wins (file order); insert_new keeps it across batches too.
+            for scan in iter_archive(cfg.archive.dir, days, known=known, files=listed):
+                files += 1
+                skipped += scan.skipped
+                for rec in scan.records:
+                    lander.add(rec, scan.path)
+                lander.add_quarantined(scan.quarantined)
+                lander.add_file(scan)
+                if lander.pending >= FLUSH_RECORDS:
+                    lander.flush(write)
+                if files % 200 == 0 or files == total:
+                    context.log.info(f"archive: {files}/{total} files ({skipped} unchanged and of other days: not read)")
     if cfg.google.enabled or cfg.slack_audit.enabled or cfg.slack_access.enabled:
         live, live_q = _live_records(cfg, days, context.log)
         # after the archive's records: an archived copy of a polled record keeps the archive as its origin

@@ -117,15 +117,18 @@ def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     event_columns = {c.name for c in schema.EVENT_COLUMNS}
     columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["event_id", "actor", "event_time", *model.fields])
                         if c in event_columns)
-    for day in days:
-        ev = day_events(wh, day, columns)
-        scores = model.score_and_update(ev)  # in (event_time, event_id) order, whatever the storage order
-        scores.insert(0, "partition_date", _day(day))
-        scored += wh.replace_partitions("profile_scores", scores, [day])
-        snap = model.to_frame()
-        snap.insert(0, "partition_date", _day(day))
-        wh.replace_partitions("profile_state", snap, [day])
-        context.log.info(f"actor_profiles {day}: {len(ev):,} events, state {len(snap):,} rows")
+    # a day's scores and snapshot are written while the next day is computed (nothing here reads them back)
+    with wh.write_behind() as write:
+        for day in days:
+            ev = day_events(wh, day, columns)
+            scores = model.score_and_update(ev)  # in (event_time, event_id) order, whatever the storage order
+            scores.insert(0, "partition_date", _day(day))
+            write(wh.replace_partitions, "profile_scores", scores, [day])
+            scored += len(scores)
+            snap = model.to_frame()
+            snap.insert(0, "partition_date", _day(day))
+            write(wh.replace_partitions, "profile_state", snap, [day])
+            context.log.info(f"actor_profiles {day}: {len(ev):,} events, state {len(snap):,} rows")
     cutoff = _day(pd.Timestamp(days[-1]) - pd.Timedelta(days=SNAPSHOT_KEEP_DAYS))
     wh.execute(f'DELETE FROM "profile_state" WHERE partition_date < {wh.param()}', [cutoff])
     learning = learning_state(model.to_frame(), cfg.models.min_events, cfg.models.min_days) if len(model.to_frame()) else pd.DataFrame(columns=["state"])
