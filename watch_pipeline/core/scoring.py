@@ -217,7 +217,7 @@ class RiskScorer:
         t = pd.to_datetime(h["event_time"], utc=True).dt.tz_localize(None).to_numpy()  # datetime64, not Timestamps
         if len(t) > 1 and not (t[1:] >= t[:-1]).all():
             h = h.iloc[np.argsort(t, kind="stable")]
-        h = h.copy(deep=False)  # columns are added below, never changed in place
+        h = h.copy(deep=False)  # new columns go on this frame; the caller's columns stay as they are (copy-on-write)
         if "n" not in h:
             h["n"] = 1
         h["network"] = network_key(h)
