@@ -218,6 +218,15 @@ class Warehouse:
         finally:
             self.execute(f'DROP TABLE "{scratch}"')
 
+    @staticmethod
+    def write_now(fn, *args, **kwargs):
+        """Run a write at once, with the future-like result `write_behind`'s submit gives (the default writer)."""
+        from concurrent.futures import Future
+
+        done: Future = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
     @contextlib.contextmanager
     def write_behind(self, max_pending: int = 2) -> Iterator[Any]:
         """``submit(fn, *args)`` runs warehouse writes in order on one background thread while the caller computes

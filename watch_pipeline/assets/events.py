@@ -97,16 +97,7 @@ def _partition_days(wh: Warehouse, table: str, where: str, params: list) -> set:
     return {pd.Timestamp(d).date() for d in days}
 
 
-def _now(fn, *args, **kwargs):
-    """Run a write at once (what `write_behind`'s submit does later), with a future-like result."""
-    from concurrent.futures import Future
-
-    done: Future = Future()
-    done.set_result(fn(*args, **kwargs))
-    return done
-
-
-def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime, write=_now,
+def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime, write=Warehouse.write_now,
                          stored_before=None) -> dict:
     """Normalise + enrich one day and replace its partition of events, quarantine, identities and access state.
 

@@ -108,7 +108,7 @@ class _Lander:
             self.files.append({"path": scan.path, "size": scan.stamp[0], "mtime_ns": scan.stamp[1],
                                "days": ",".join(sorted(scan.days)), "scanned_at": self.now})
 
-    def flush(self, write=None) -> None:
+    def flush(self, write=Warehouse.write_now) -> None:
         """Write the batch: at once, or through `write` (a `Warehouse.write_behind` submit) while the next batch is
         read; the writes stay in order either way."""
         quarantine = quarantine_frame(self.quarantined, self.now) if self.quarantined else None
@@ -140,10 +140,7 @@ class _Lander:
             if files is not None:
                 self.wh.upsert(ARCHIVE_FILES_TABLE, files, "path")
 
-        if write is None:
-            store()
-        else:
-            write(store)
+        write(store)
         self.records = {s: [] for s in RAW_SOURCES}
         self.origins = {s: [] for s in RAW_SOURCES}
         self.quarantined, self.files, self.pending = [], [], 0
