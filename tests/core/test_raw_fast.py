@@ -87,3 +87,40 @@ def test_iter_archive_takes_the_listed_files(tmp_path):
     listed = archive_files(tmp_path)
     assert [s.path for s in iter_archive(tmp_path, files=listed[1:])] == [str(p) for p in listed[1:]]
     assert [s.path for s in iter_archive(tmp_path)] == [str(p) for p in listed]
+
+
+LOADS_TEXTS = [
+    '{"a": 1, "a": 2}', '{"s": "caf\\u00e9 \\ud83d\\ude00 \\u0001", "t": "\\"\\\\/"}', "[0.1, -0.0, 1e-400, 5e-324, "
+    "1.7976931348623157e308, 0.30000000000000004, 123456789012345678901234567890.5, 1E5, 2e+3]",
+    "[9007199254740993, 18446744073709551615, -9223372036854775808, 999999999999999999]",
+    "[12345678901234567890123, -9223372036854775809, 18446744073709551616]",  # beyond 64 bits: json's integers
+    '{"id": "1234567890123456789012", "n": 1.5}',  # a long digit run inside a string
+    "[NaN, Infinity, -Infinity]", "[1e400, -1e400]", '"\\ud800"', '"a\\udc80b"',  # what orjson refuses
+    "[" * 300 + "1" + "]" * 300, '  {"a" : [ true , false , null ] }  ', "{}", "[]", '""', "0", "-0",
+]
+
+
+@pytest.mark.parametrize("text", LOADS_TEXTS)
+def test_loads_json_gives_what_json_loads_gives(text):
+    from watch_pipeline.core.raw import loads_json
+
+    got, want = loads_json(text), json.loads(text)
+    # repr tells int from float, -0.0 from 0.0 and keeps NaN comparable
+    assert repr(got) == repr(want)
+    assert json.dumps(got) == json.dumps(want)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1} x', "{'a': 1}", '{"a": 1,}', '"tab\there"', "", "\ufeff{}", b'{"a": 1}',
+                                  None])
+def test_loads_json_accepts_and_rejects_what_json_loads_does(text):
+    from watch_pipeline.core.raw import loads_json
+
+    try:
+        want = ("ok", repr(json.loads(text)))
+    except Exception as exc:  # noqa: BLE001 - the same error type is the point
+        want = ("error", type(exc))
+    try:
+        got = ("ok", repr(loads_json(text)))
+    except Exception as exc:  # noqa: BLE001
+        got = ("error", type(exc))
+    assert got == want

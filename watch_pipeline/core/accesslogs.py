@@ -11,10 +11,10 @@ accessLogs is not an event log: each row aggregates one (user, IP, user agent) c
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
+
+from watch_pipeline.core.raw import loads_json
 
 ROW_COLUMNS = (
     "user_id", "username", "ip", "user_agent", "date_first", "date_last", "count", "isp", "country", "region",
@@ -32,7 +32,7 @@ def access_rows(landed: pd.DataFrame) -> pd.DataFrame:
     """Raw-table rows (``record_key``, ``raw`` JSON text) -> one column per accessLogs field."""
     if landed is None or landed.empty:
         return pd.DataFrame(columns=list(ROW_COLUMNS))
-    parsed = [json.loads(text) for text in landed["raw"]]
+    parsed = [loads_json(text) for text in landed["raw"]]
     out = pd.DataFrame({c: [p.get(c) for p in parsed] for c in ROW_COLUMNS if c != "record_key"})
     out["record_key"] = list(landed["record_key"])
     return out[list(ROW_COLUMNS)]

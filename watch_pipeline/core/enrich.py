@@ -104,7 +104,8 @@ def enrich_events(events: pd.DataFrame, geo: GeoIPLookup | None, identity: Ident
     columns.update({name: ua_cols[name] for name in ua_cols.columns})
     out = pd.DataFrame(columns, index=events.index, columns=[c.name for c in schema.EVENT_COLUMNS], copy=False)
 
-    quarantined = events[bad_ip].copy()
+    # (a boolean filter of the wide frame costs ~50 ms a day even when it keeps nothing)
+    quarantined = events[bad_ip].copy() if bad_ip.any() else events.iloc[:0].copy()
     quarantined["reason"] = "malformed ip: " + _text(quarantined["ip"])
     kept = out[~bad_ip] if bad_ip.any() else out
 

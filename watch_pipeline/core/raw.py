@@ -137,6 +137,27 @@ def dump_floatless(item: Any) -> str:
         return _dump(item)
 
 
+_LONG_DIGITS = re.compile(r"[0-9]{19}").search  # an integer token that may not fit 64 bits
+_JSON_DECODE = json.JSONDecoder().decode  # what json.loads runs for a str without a byte order mark
+
+
+def loads_json(text: Any) -> Any:
+    """``json.loads(text)``, the same value, about twice as fast for the JSON texts of the raw tables.
+
+    orjson parses what both accept to the same objects (floats are correctly rounded, the last duplicate key wins),
+    and refuses NaN, Infinity, lone surrogates and out-of-range floats, which json then parses (or rejects with its
+    own error). It silently turns integers beyond 64 bits into floats: a text with a run of 19 digits goes to json.
+    tests/core/test_raw_fast.py holds orjson to this."""
+    if type(text) is str and not text.startswith("\ufeff"):
+        if not _LONG_DIGITS(text):
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                pass
+        return _JSON_DECODE(text)
+    return json.loads(text)  # bytes, None, a byte order mark: json's own conversion or error
+
+
 Dump = Callable[[Any], str]
 
 

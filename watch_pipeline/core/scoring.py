@@ -300,8 +300,11 @@ class RiskScorer:
         # the user's fixed lines: an address block (IPv4 address, IPv6 /64) the user had on an earlier day; a
         # carrier's CGNAT hands out a new address nearly every time, so phones on the move rarely repeat one
         okh = h.loc[_text(h, "outcome") != "failure", ["actor", "block", "day"]] if "outcome" in h else h
-        key = okh["actor"].astype(str) + "\x1f" + okh["block"]
-        self.blocks_ = okh["day"].groupby(key.to_numpy(), sort=False).min()  # a lookup: no need to sort ~1e5 keys
+        # keyed "actor\x1fblock" (a lookup: no need to sort ~1e5 keys); the text is built once per pair
+        first_day = okh.groupby(["actor", "block"], sort=False)["day"].min()
+        pair = first_day.index
+        keys = pair.get_level_values(0).astype("str").str.cat(pair.get_level_values(1).astype("str"), sep="\x1f")
+        self.blocks_ = pd.Series(first_day.to_numpy(), index=keys.rename(None), name="day")
         # A dynamic home line gets a new address every few days; the ISP and the city stay. So in the user's home
         # city a new address on one of their steady lines also places them (not on a VPN / egress provider).
         egress = set(nets.index[nets["egress"]])
