@@ -286,7 +286,7 @@ class RiskScorer:
             older = (major.to_numpy() < prior_major) & (h["device"] != "").to_numpy()
             h.loc[older, "device"] = h.loc[older, "device"] + " v" + major[older].astype(int).astype(str)
             self.dev_major_ = daily.groupby(level=[0, 1]).max()
-        dev_days = h[h["device"] != ""].groupby(["actor", "device"])["day"].nunique()
+        dev_days = h.loc[h["device"] != "", ["actor", "device", "day"]].groupby(["actor", "device"])["day"].nunique()
         familiar_devices = set(dev_days[dev_days >= cfg["vouch_days"]].index)
         self.devices_ = familiar_devices
         h["own_device"] = pd.MultiIndex.from_arrays([h["actor"], h["device"]]).isin(list(familiar_devices)) \
@@ -303,14 +303,15 @@ class RiskScorer:
         # keyed "actor\x1fblock" (a lookup: no need to sort ~1e5 keys); the text is built once per pair
         first_day = okh.groupby(["actor", "block"], sort=False)["day"].min()
         pair = first_day.index
-        keys = pair.get_level_values(0).astype("str").str.cat(pair.get_level_values(1).astype("str"), sep="\x1f")
-        self.blocks_ = pd.Series(first_day.to_numpy(), index=keys.rename(None), name="day")
+        keys = pair.get_level_values(0).astype(str).to_numpy(dtype=object) + "\x1f" + \
+            pair.get_level_values(1).to_numpy(dtype=object)
+        self.blocks_ = pd.Series(first_day.to_numpy(), index=pd.Index(keys), name="day")
         # A dynamic home line gets a new address every few days; the ISP and the city stay. So in the user's home
         # city a new address on one of their steady lines also places them (not on a VPN / egress provider).
         egress = set(nets.index[nets["egress"]])
         self.home_lines_ = steady.loc[~steady.index.get_level_values(1).isin(egress), "first"]
         self.home_city_ = home
-        apps = h[_text(h, "oauth_client") != ""]
+        apps = h.loc[_text(h, "oauth_client") != "", ["actor", "oauth_client"]]
         self.apps_ = apps.groupby(_text(apps, "oauth_client"))["actor"].nunique() if len(apps) else pd.Series(dtype="int64")
         return self
 
