@@ -86,3 +86,59 @@ def test_write_behind_finishes_submitted_writes_when_the_block_fails(wh):
             write(wh.execute, "INSERT INTO w VALUES (1)")
             raise KeyError("computing the next day failed")
     assert wh.query_df("SELECT i FROM w")["i"].tolist() == [1]
+
+
+def _frames_for_every_column_type():
+    import datetime as dt
+
+    import numpy as np
+
+    base = pd.DataFrame({
+        "s": pd.Series(["a", None, "c\u00e9 \U0001F600", ""], dtype=object),
+        "a": pd.Series(["x", np.nan, "", "y"], dtype="str"),
+        "f": [1.5, np.nan, -0.0, np.inf],
+        "i": pd.array([1, None, 3, 2**62], dtype="Int64"),
+        "n": [1, 2, 3, -4],
+        "b": pd.array([True, None, False, True], dtype="boolean"),
+        "nb": [True, False, True, False],
+        "d": pd.Series([dt.date(2026, 1, 1), pd.NaT, dt.date(2026, 1, 2), None], dtype=object),
+        "ts": pd.to_datetime(["2026-01-01 00:00:00.123456789", None, "2026-01-02 00:00:00.000000001",
+                              "1969-12-31 23:59:59.999999999"], format="mixed").astype("datetime64[ns]"),
+        "tu": pd.to_datetime(["2026-01-01 00:00:00.5", None, "2026-01-02", "2026-01-03"], format="mixed").astype("datetime64[us]"),
+        "x": pd.Series([b"\x00\x01", None, b"", b"abc"], dtype=object),
+    })
+    yield "every type", base
+    yield "numbers as objects", base.assign(s=pd.Series([1, None, 2.5, 7], dtype=object))
+    yield "mixed objects", base.assign(s=pd.Series(["a", 1, None, 2.5], dtype=object))
+    yield "all NULL", base.assign(s=pd.Series([None] * 4, dtype=object), d=pd.Series([None] * 4, dtype=object))
+    yield "no rows", base.iloc[:0]
+
+
+@pytest.mark.parametrize("case", [name for name, _ in _frames_for_every_column_type()])
+def test_inserts_store_what_duckdb_stores_from_the_frame(tmp_path, case):
+    """Frames go to DuckDB through Arrow where every column converts exactly; either way the stored rows must be
+    the ones DuckDB stores from the frame itself."""
+    from watch_pipeline.warehouse import _as_arrow
+
+    frame = dict(_frames_for_every_column_type())[case]
+    wh = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        ddl = "(s VARCHAR, a VARCHAR, f DOUBLE, i BIGINT, n BIGINT, b BOOLEAN, nb BOOLEAN, d DATE, ts TIMESTAMP, tu TIMESTAMP, x BLOB)"
+        wh.execute(f"CREATE TABLE via_arrow {ddl}")
+        wh.execute(f"CREATE TABLE via_frame {ddl}")
+        with wh.transaction() as cur:
+            wh._insert_frame(cur, "via_arrow", frame)
+        wh._con.register("_plain", frame)  # DuckDB's own scan of the frame
+        wh._con.execute("INSERT INTO via_frame SELECT * FROM _plain")
+        wh._con.unregister("_plain")
+        for a, b in (("via_arrow", "via_frame"), ("via_frame", "via_arrow")):
+            left = wh.query_df(f"SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}")
+            assert left.empty, (case, left)
+        assert wh.query_df("SELECT COUNT(*) AS n FROM via_arrow")["n"].iloc[0] == len(frame)
+        # NaN is stored as NULL on both paths (not as a NaN double)
+        if len(frame):
+            assert wh.query_df("SELECT COUNT(*) AS n FROM via_arrow WHERE f IS NULL")["n"].iloc[0] == 1
+    finally:
+        wh.close()
+    converted = type(_as_arrow(frame)).__name__
+    assert converted == ("DataFrame" if case in ("numbers as objects", "mixed objects") else "Table")
