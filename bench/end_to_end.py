@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/end_to_end.py [--people 5000] [--days 60] [--seed 5] [--workdir DIR] [--keep]
     PYTHONPATH=. python bench/end_to_end.py --scaling [--scaling-people 250,500,1000] [--scaling-days 14]
+    PYTHONPATH=. python bench/end_to_end.py --scaling --scaling-people 2500 --scaling-days 10,20,40 --png ...
 
 One measurement: generate a demo organisation of N people x (D + 1) days with the project's generator (timed),
 materialize the ``daily_pipeline`` job over the first D days as ONE in-process range run (BackfillPolicy.single_run,
@@ -11,8 +12,9 @@ same interval (all threads, DuckDB's included), normalised events per wall secon
 /proc/self/status while the step ran. Each measurement runs in a fresh subprocess, so peak RSS and CPU belong to
 that run alone. The last line printed is ``SUMMARY ...``.
 
-``--scaling`` repeats the measurement at 1x, 2x, 4x events (people varied, days fixed), prints time per event per
-stage with the 4x/1x ratio and saves ``bench/results/scaling.png`` (time vs events per stage).
+``--scaling`` repeats the measurement at 1x, 2x, 4x events (people varied, days fixed; or, with one people value and
+several ``--scaling-days``, days varied), prints time per event per stage with the 4x/1x ratio and saves
+``bench/results/scaling.png`` (time vs events per stage).
 
 Targets (issue 10; 2 cores, 24 GB): 5,000 x 60 (~2.7 M events) <= 5 min end to end and <= 2 GB peak RSS; one more
 daily partition <= 20 s; time per event flat within +-25 % from 1x to 4x.
@@ -430,6 +432,18 @@ def scaling_report(results: list[dict], png: Path) -> None:
 # --------------------------------------------------------------------------------------------- main
 
 
+def scaling_points(people: str, days: str) -> list[tuple[int, int]]:
+    """(people, days) of each scaling point: one list varies while the other holds one value (or both pair up)."""
+    p, d = [int(x) for x in people.split(",")], [int(x) for x in days.split(",")]
+    if len(p) == 1:
+        p = p * len(d)
+    elif len(d) == 1:
+        d = d * len(p)
+    if len(p) != len(d):
+        raise SystemExit(f"--scaling-people ({people}) and --scaling-days ({days}) must pair up, or one be a single value")
+    return list(zip(p, d))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--people", type=int, default=5000)
@@ -439,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--scaling", action="store_true", help="run at 1x, 2x, 4x events instead")
     ap.add_argument("--scaling-people", default="250,500,1000", help="people per scaling point (comma separated)")
-    ap.add_argument("--scaling-days", type=int, default=14)
+    ap.add_argument("--scaling-days", default="14", help="days per scaling point (comma separated; with one "
+                    "people value the days vary: history grows, the organisation stays)")
     ap.add_argument("--png", type=Path, default=RESULTS_DIR / "scaling.png")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--from-json", type=Path, help="re-print and re-plot the figures a --scaling --json run saved")
@@ -466,12 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}  code: {code_version()}", flush=True)
     try:
         if args.scaling:
-            people = [int(x) for x in args.scaling_people.split(",")]
             results = []
-            for n in people:
-                print(f"\n== scaling point: {n} people x {args.scaling_days} days", flush=True)
-                r = measure_in_subprocess(n, args.scaling_days, args.seed, workdir / f"p{n}_d{args.scaling_days}",
-                                          incremental=False, timeout=args.timeout)
+            for n, d in scaling_points(args.scaling_people, args.scaling_days):
+                print(f"\n== scaling point: {n} people x {d} days", flush=True)
+                r = measure_in_subprocess(n, d, args.seed, workdir / f"p{n}_d{d}", incremental=False,
+                                          timeout=args.timeout)
                 print(f"generated in {r['generate']['wall_s']:.1f} s (cpu {r['generate']['cpu_s']:.1f} s)")
                 print_run(f"range {r['start']} .. {r['range_end']}", r["range"])
                 results.append(r)
@@ -480,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps(results, indent=1))
             print(f"machine at the end: {machine()}")
             last = results[-1]
-            print(summary_line(last).replace("SUMMARY", "SUMMARY scaling=" + args.scaling_people, 1))
+            points = ",".join(f"{r['people']}x{r['days']}" for r in results)
+            print(summary_line(last).replace("SUMMARY", "SUMMARY scaling=" + points, 1))
             return 0 if all(r["range"]["ok"] for r in results) else 1
 
         print(f"\n== {args.people} people x {args.days} days (+1 day for the incremental case), seed {args.seed}",
