@@ -487,21 +487,26 @@ def _as_arrow(df: pd.DataFrame):
     (numbers or booleans as objects, mixed values) keep DuckDB's own conversion of the frame, whatever it is."""
     import pyarrow as pa
 
-    for name in df.columns:
-        s = df[name]
-        kind = s.dtype.kind
-        if kind == "O" and not isinstance(s.dtype, pd.StringDtype):
-            if pd.api.types.infer_dtype(s, skipna=True) not in _ARROW_SAFE_OBJECTS:
-                return df
-        elif not (kind in "biufM" and not isinstance(s.dtype, (pd.CategoricalDtype, pd.DatetimeTZDtype))
-                  or isinstance(s.dtype, (pd.StringDtype, pd.BooleanDtype))
-                  or pd.api.types.is_extension_array_dtype(s.dtype) and pd.api.types.is_integer_dtype(s.dtype)
-                  or pd.api.types.is_extension_array_dtype(s.dtype) and pd.api.types.is_float_dtype(s.dtype)):
-            return df
+    if not all(_converts_exactly(df[name]) for name in df.columns):
+        return df
     try:
         return pa.Table.from_pandas(df, preserve_index=False)
     except Exception:  # noqa: BLE001 - anything Arrow cannot take goes in as the frame, as it always did
         return df
+
+
+def _converts_exactly(s: pd.Series) -> bool:
+    """Whether DuckDB stores the same values from the column as an Arrow array as from the frame (tested)."""
+    dtype = s.dtype
+    if isinstance(dtype, (pd.StringDtype, pd.BooleanDtype)):
+        return True
+    if isinstance(dtype, (pd.CategoricalDtype, pd.DatetimeTZDtype)):
+        return False
+    if dtype == object:
+        return pd.api.types.infer_dtype(s, skipna=True) in _ARROW_SAFE_OBJECTS
+    if pd.api.types.is_extension_array_dtype(dtype):  # masked Int64 / Float64
+        return pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype)
+    return dtype.kind in "biufM"  # numpy numbers, booleans and naive datetimes
 
 
 def _dates(s: pd.Series) -> pd.Series:

@@ -602,7 +602,7 @@ class RiskScorer:
             return
         lat, lon, times = lat[located], lon[located], g["event_time"].to_numpy(dtype="datetime64[ns]")[located]
         home = self._presence.get(actor)
-        win = np.timedelta64(int(cfg["presence_window_hours"] * 3600 * 1e9), "ns")
+        win = pd.Timedelta(hours=cfg["presence_window_hours"]).to_timedelta64()
         t0, t1 = times.min() - win, times.max() + win
         near = None
         if home is not None:
