@@ -13,7 +13,7 @@ from watch_pipeline.core.enrich import enrich_events
 from watch_pipeline.core.geo import GeoIPLookup
 from watch_pipeline.core.identity import IdentityMapper
 from watch_pipeline.core.normalize import (
-    ACCESS_COMBO, ACCESS_STATE_COLUMNS, access_combos, access_frame, access_state, normalise,
+    ACCESS_COMBO, ACCESS_STATE_COLUMNS, access_combos, access_frame, access_state, normalise, normalise_records,
 )
 from watch_pipeline.core.schema import SOURCE_SLACK_AUDIT
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
@@ -43,6 +43,11 @@ def open_geoip(cfg, log) -> GeoIPLookup | None:
 
 def _day_frame(wh: Warehouse, table: str, day: str) -> pd.DataFrame:
     return wh.read_table(table, f"partition_date = {wh.param()}", [pd.Timestamp(day).date()])
+
+
+def read_raw_day(wh: Warehouse, day: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The day's rows of raw_google, raw_slack_audit and raw_slack_access."""
+    return tuple(_day_frame(wh, t, day) for t in ("raw_google", "raw_slack_audit", "raw_slack_access"))
 
 
 def _known_slack_ids(wh: Warehouse, day: str) -> dict[str, str]:
@@ -98,19 +103,18 @@ def _partition_days(wh: Warehouse, table: str, where: str, params: list) -> set:
 
 
 def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime, write=Warehouse.write_now,
-                         stored_before=None) -> dict:
+                         stored_before=None, raw=None, records=None) -> dict:
     """Normalise + enrich one day and replace its partition of events, quarantine, identities and access state.
 
     `write` runs the writes (at once, or a `Warehouse.write_behind` submit); `stored_before` is the future of the
-    day before's state writes (access state, identities), which this day reads."""
-    raw_g = _day_frame(wh, "raw_google", day)
-    raw_a = _day_frame(wh, "raw_slack_audit", day)
-    raw_x = _day_frame(wh, "raw_slack_access", day)
+    day before's state writes (access state, identities), which this day reads. `raw` (``read_raw_day``) and
+    `records` (``normalise_records`` of it) are given when they were read or computed already."""
+    raw_g, raw_a, raw_x = raw if raw is not None else read_raw_day(wh, day)
     rows_x = access_frame(raw_x) if len(raw_x) else raw_x  # parsed once for the three uses below
     if stored_before is not None:
         stored_before.result()
     prior_x = prior_access_state(wh, day, rows_x, cfg.history_limit)
-    norm = normalise(raw_g, raw_a, rows_x, prior_x)
+    norm = normalise(raw_g, raw_a, rows_x, prior_x, records=records)
     keep_since = (pd.Timestamp(day) - pd.Timedelta(seconds=cfg.history_limit)).timestamp()
     state_x = access_state(prior_x, rows_x, keep_since=keep_since)
 
@@ -164,6 +168,42 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
     }
 
 
+# A range of at least this many days normalises the next day's records in a helper process (start-up ~1 s).
+RECORDS_AHEAD_MIN_DAYS = 4
+
+
+class _RecordsAhead:
+    """Has a helper process normalise the activities and audit entries of the next days (``normalise_records``)
+    while this process builds the current one: that per-record JSON work is most of a day's cost, and it needs no
+    state (the accessLogs diff does, and stays here). Each day's raw rows are read on the warehouse's writer
+    thread, after the writes already queued, so this process never waits for the database lock; `depth` days are
+    in flight (the helper holds ~0.25 GB a day at 5,000 people)."""
+
+    def __init__(self, wh: Warehouse, days: list[str], write, depth: int = 2) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        self.wh, self.days, self.write, self.depth = wh, days, write, depth
+        self._pool = ProcessPoolExecutor(max_workers=1)
+        self._queued = {i: self._queue(i) for i in range(min(depth, len(days)))}
+
+    def _queue(self, i: int):
+        return self.write(self._read_and_submit, self.days[i])
+
+    def _read_and_submit(self, day: str):
+        raw = read_raw_day(self.wh, day)
+        return raw, self._pool.submit(normalise_records, raw[0], raw[1])
+
+    def take(self, i: int):
+        """(raw rows, normalised records) of day i; queues day i + depth."""
+        raw, future = self._queued.pop(i).result()
+        if i + self.depth < len(self.days):
+            self._queued[i + self.depth] = self._queue(i + self.depth)
+        return raw, future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 @daily_asset(
     deps=list(RAW_KEYS.values()),
     group_name="events",
@@ -183,23 +223,33 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sett
     per_day, by_app, unresolved, geo_stats = {}, {}, set(), {}
     last = pd.DataFrame()
     stored = None
-    # a day's tables are written while the next day is normalised; that day waits only for the state it reads
-    with wh.write_behind() as write:
-        for n, day in enumerate(days, start=1):
-            r = build_events_for_day(wh, cfg, geo, day, now, write=write, stored_before=stored)
-            stored = r["stored"]
-            for k in totals:
-                totals[k] += r[k]
-            per_day[day] = r["events"]
-            if len(r["frame"]):
-                for app, c in r["frame"]["app"].value_counts().items():
-                    by_app[app] = by_app.get(app, 0) + int(c)
-                last = r["frame"]
-            unresolved.update(r["unresolved"])
-            for k, v in (r["stats"] or {}).items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    geo_stats[k] = geo_stats.get(k, 0) + v
-            context.log.info(f"events {day}: {r['events']:,} events, {r['quarantined']:,} quarantined ({n}/{len(days)})")
+    # A day's tables are written while the next day is normalised; that day waits only for the state it reads.
+    # In a range, a helper process turns the next day's activities and audit entries into events meanwhile (they
+    # need no state; the accessLogs diff does, and stays here).
+    ahead = None
+    try:
+        with wh.write_behind() as write:
+            ahead = _RecordsAhead(wh, days, write) if len(days) >= RECORDS_AHEAD_MIN_DAYS else None
+            for n, day in enumerate(days, start=1):
+                raw, records = ahead.take(n - 1) if ahead is not None else (None, None)
+                r = build_events_for_day(wh, cfg, geo, day, now, write=write, stored_before=stored, raw=raw,
+                                         records=records)
+                stored = r["stored"]
+                for k in totals:
+                    totals[k] += r[k]
+                per_day[day] = r["events"]
+                if len(r["frame"]):
+                    for app, c in r["frame"]["app"].value_counts().items():
+                        by_app[app] = by_app.get(app, 0) + int(c)
+                    last = r["frame"]
+                unresolved.update(r["unresolved"])
+                for k, v in (r["stats"] or {}).items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        geo_stats[k] = geo_stats.get(k, 0) + v
+                context.log.info(f"events {day}: {r['events']:,} events, {r['quarantined']:,} quarantined ({n}/{len(days)})")
+    finally:
+        if ahead is not None:
+            ahead.close()
     share = totals["quarantined"] / max(1, totals["events"] + totals["quarantined"])
     return dg.MaterializeResult(
         metadata={

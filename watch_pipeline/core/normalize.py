@@ -310,18 +310,31 @@ def _per_record(raw: pd.DataFrame, build: Callable[[dict], list[tuple]], quarant
     return frame.reindex(columns=BASE_COLUMNS)  # actor: NaN, as when the events were built from dicts
 
 
-def normalise(
-    raw_google: pd.DataFrame,
-    raw_slack_audit: pd.DataFrame,
-    raw_slack_access: pd.DataFrame | None = None,
-    prior_slack_access: pd.DataFrame | None = None,
-) -> NormaliseResult:
-    """Raw-table frames of one or more partitions -> base events + quarantine rows."""
+def normalise_records(raw_google: pd.DataFrame, raw_slack_audit: pd.DataFrame) -> tuple[list[pd.DataFrame], list[dict]]:
+    """The events of the Reports API activities and of the Slack Audit Logs entries ([google, audit]), and the
+    quarantine rows of those that cannot be normalised: the per-record part of :func:`normalise`, which needs no
+    state (the accessLogs part does)."""
     quarantined: list[dict] = []
     parts = [
         _per_record(raw_google, google_event_rows, quarantined),
         _per_record(raw_slack_audit, _slack_audit_rows, quarantined),
     ]
+    return parts, quarantined
+
+
+def normalise(
+    raw_google: pd.DataFrame,
+    raw_slack_audit: pd.DataFrame,
+    raw_slack_access: pd.DataFrame | None = None,
+    prior_slack_access: pd.DataFrame | None = None,
+    records: tuple[list[pd.DataFrame], list[dict]] | None = None,
+) -> NormaliseResult:
+    """Raw-table frames of one or more partitions -> base events + quarantine rows.
+
+    `records` is what ``normalise_records(raw_google, raw_slack_audit)`` gives, when it was computed already (in a
+    helper process, while the day before was built)."""
+    parts, quarantined = records if records is not None else normalise_records(raw_google, raw_slack_audit)
+    parts, quarantined = list(parts), list(quarantined)
     audit = parts[1]
     slack_ids: dict[str, str] = {}
     if len(audit):
