@@ -11,13 +11,14 @@ import pytest
 
 from watch_pipeline.core import normalize
 from watch_pipeline.core.normalize import (
-    BASE_COLUMNS, BUILT_COLUMNS, _FROM_RAW, _loads, _per_record, _quarantine_row, _raw_row, google_event_rows,
+    BASE_COLUMNS, BUILT_COLUMNS, _FROM_RAW, _per_record, _quarantine_row, _raw_row, google_event_rows,
     google_events, normalise, slack_audit_event, slack_audit_row,
 )
 from watch_pipeline.core.normalize import (  # what the reference builders below use
     _SLACK_FAILURE, _SLACK_SUCCESS, NormaliseError, _join, flatten_parameters, google_outcome, schema,
 )
 from watch_pipeline.core.raw import gc_paused, google_record, records_frame, slack_audit_record
+from watch_pipeline.core.raw import loads_json as _loads  # what normalise parses the raw texts with
 from watch_pipeline.core.schema import (
     OUTCOME_FAILURE, OUTCOME_INFO, OUTCOME_SUCCESS, OUTCOME_WARNING, SOURCE_GOOGLE, SOURCE_SLACK_AUDIT, stable_id,
 )

@@ -268,7 +268,6 @@ def _quarantine_row(raw_row: dict, reason: str, stage: str = "normalise") -> dic
 
 # Columns copied from the raw row onto each of its events, by position (never per event in Python).
 _FROM_RAW = {"event_time": "record_time", "partition_date": "partition_date", "ingest_time": "ingest_time", "raw": "raw"}
-_loads = loads_json  # json.loads, faster (core/raw.py)
 
 
 def _raw_row(raw: pd.DataFrame, i: int) -> dict:
@@ -291,7 +290,7 @@ def _per_record(raw: pd.DataFrame, build: Callable[[dict], list[tuple]], quarant
     with gc_paused():
         for i, text in enumerate(texts):
             try:
-                built = build(_loads(text))
+                built = build(loads_json(text))
             except (NormaliseError, json.JSONDecodeError, TypeError, AttributeError) as exc:
                 failed.append((i, str(exc) or type(exc).__name__))
                 continue
@@ -361,7 +360,7 @@ def access_frame(raw: pd.DataFrame) -> pd.DataFrame:
         return raw
     texts = raw["raw"].tolist()
     with gc_paused():
-        out = pd.DataFrame([_loads(t) for t in texts]) if texts else pd.DataFrame()
+        out = pd.DataFrame([loads_json(t) for t in texts]) if texts else pd.DataFrame()
     # the landed row's columns win over same-named JSON fields
     for col in ("record_key", "partition_date", "ingest_time"):
         out[col] = raw[col].to_numpy() if col in raw.columns else None
