@@ -582,3 +582,40 @@ def test_numbers_parse_like_to_numeric(values, dtype):
 
     s = pd.Series(values, dtype=dtype, name="ua_browser_major")
     pd.testing.assert_series_equal(_numbers(s), pd.to_numeric(s, errors="coerce"))
+
+
+def _prior_days_by_hand(profile_scores: pd.DataFrame, ev: pd.DataFrame) -> dict[str, list]:
+    """The rule of ``_prior_days`` row by row: rows in (event_time, event_id) order, the value's first row of the
+    day gives its earlier days, an event takes its first row of each field."""
+    ids = set(ev["event_id"])
+    rows = sorted((r for r in profile_scores.to_dict("records") if r["event_id"] in ids),
+                  key=lambda r: (r["event_time"], r["event_id"]))
+    first: dict = {}
+    out: dict[str, list] = {}
+    for r in rows:
+        prior = first.setdefault((r["actor"], r["field"], r["value"]), float(r["days_seen"]))
+        values = out.setdefault(r["field"], {})
+        values.setdefault(r["event_id"], prior)
+    return {f: [v.get(e, float("nan")) for e in ev["event_id"]] for f, v in out.items()}
+
+
+@pytest.mark.parametrize("shifted", [False, True], ids=["rows carry their event's time", "some rows do not"])
+def test_prior_days_follow_the_time_order_of_the_rows(shifted):
+    from watch_pipeline.core.scoring import _prior_days
+
+    hist = history(days=4)
+    today = pd.DataFrame([r for i in range(N_USERS) for r in ordinary_day(TODAY, i)])
+    scores = ActorProfiles().fit(hist).score_samples(today)
+    # shuffled, with repeated rows that disagree, and rows of events that are not today's
+    extra = scores.iloc[::7].assign(days_seen=lambda f: f["days_seen"] + 5)
+    other = scores.iloc[:5].assign(event_id="not-today")
+    ps = pd.concat([scores, extra, other], ignore_index=True).sample(frac=1, random_state=2).reset_index(drop=True)
+    if shifted:  # then positions do not give the order: the rows' own times do
+        ps.loc[ps.index[::3], "event_time"] = ps["event_time"].iloc[::3] + pd.Timedelta(hours=5)
+    day = today.assign(event_time=pd.to_datetime(today["event_time"]).astype("datetime64[ns]"))
+    day = day.sort_values(["event_time", "event_id"], kind="stable").reset_index(drop=True)
+    got = _prior_days(ps, day)
+    want = _prior_days_by_hand(ps, day)
+    assert set(got) == set(want) and len(want) >= 4
+    for field, values in want.items():
+        assert got[field].tolist() == pytest.approx(values, nan_ok=True), field

@@ -807,24 +807,36 @@ def _forest_outliers(forest_scores: pd.DataFrame | None) -> set[str]:
 
 
 def _prior_days(profile_scores: pd.DataFrame | None, ev: pd.DataFrame) -> dict[str, pd.Series]:
-    """Per field: for each event, on how many earlier days the user had the event's value (NaN: no value)."""
+    """Per field: for each event, on how many earlier days the user had the event's value (NaN: no value).
+
+    `ev` is in (event_time, event_id) order with a 0..n-1 index (as ``score_samples`` prepares it)."""
     out: dict[str, pd.Series] = {}
     if profile_scores is None or len(profile_scores) == 0:
         return out
-    ps = profile_scores[_isin(profile_scores["event_id"].astype(str), set(ev["event_id"]))].copy()
-    ps["event_id"] = ps["event_id"].astype(str)
-    ps = ps.sort_values(["event_time", "event_id"], kind="stable")
+    # each row's event in ev (-1: not one of the day's events), one hash lookup for the filter and the placing
+    pos = pd.Index(ev["event_id"]).get_indexer(profile_scores["event_id"].astype(str))
+    ps = profile_scores.loc[pos >= 0, ["actor", "event_time", "event_id", "field", "value", "days_seen"]]
+    pos = pos[pos >= 0]
+    # In (event_time, event_id) order. ev is in that order already, so when the rows carry their event's time
+    # (they do: the profiles step writes them from the same events) the positions sort them, stably, as a sort on
+    # the two columns would, without comparing ~250 k id strings.
+    times = pd.to_datetime(ps["event_time"])
+    times = (times.dt.tz_convert(None) if times.dt.tz is not None else times).astype("datetime64[ns]").to_numpy()
+    if np.array_equal(times, ev["event_time"].to_numpy()[pos]):
+        order = np.argsort(pos, kind="stable")
+    else:
+        order = np.lexsort((ps["event_id"].astype(str).to_numpy(dtype=object), times))
+    ps, pos = ps.iloc[order], pos[order]
     # days_seen at the value's first row of the day counts earlier days only
-    first_of_day = ps.groupby(["actor", "field", "value"], sort=False)["days_seen"].transform("first")
-    ps["prior"] = first_of_day.astype(float)
-    pos = pd.Series(ev.index, index=ev["event_id"])
-    for field, rows in ps.groupby("field", sort=False):
-        rows = rows.drop_duplicates("event_id")
-        idx = pos.reindex(rows["event_id"]).to_numpy()
-        s = pd.Series(np.nan, index=ev.index)
-        keep = ~pd.isna(idx)
-        s.loc[idx[keep].astype(int)] = rows["prior"].to_numpy()[keep]
-        out[str(field)] = s
+    prior = ps.groupby(["actor", "field", "value"], sort=False)["days_seen"].transform("first").to_numpy(dtype=float)
+    fields, names = pd.factorize(ps["field"])
+    for k, field in enumerate(names):
+        rows = np.flatnonzero(fields == k)
+        # an event's first row of the field
+        at, first = np.unique(pos[rows], return_index=True)
+        s = np.full(len(ev), np.nan)
+        s[at] = prior[rows[first]]
+        out[str(field)] = pd.Series(s, index=ev.index)
     return out
 
 
@@ -833,11 +845,12 @@ def _campaigns(ev: pd.DataFrame, peaks: pd.DataFrame | None, cfg: dict):
     ips: set[str] = set()
     reason: dict[str, str] = {}
     actors: set[str] = set()
-    fails = ev[ev["outcome_s"] == "failure"]
+    # only the columns read here: each IP's group is taken from this frame (a day's events are ~50 columns wide)
+    fails = ev.loc[ev["outcome_s"] == "failure", ["ip", "actor", "event_time"]]
     if len(fails):
         per_ip = fails.groupby(fails["ip"].astype(str))
         accounts = per_ip["actor"].nunique()
-        ok = ev[ev["outcome_s"] == "success"]
+        ok = ev.loc[ev["outcome_s"] == "success", ["ip", "actor"]]
         ok_pairs = set(zip(ok["ip"].astype(str).to_numpy(dtype=object).tolist(), ok["actor"].to_numpy(dtype=object).tolist()))
         for ip, n in accounts[accounts >= cfg["campaign_min_accounts"]].items():
             f = per_ip.get_group(ip)
@@ -888,7 +901,8 @@ def _session_jumps(ev: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str,
     later = sess.duplicated()
     new_net = ~(sess + "\x1f" + allv["network"].astype(str)).duplicated()
     new_dev = ~(sess + "\x1f" + allv["device"].astype(str)).duplicated()
-    hit = allv[later & new_net & new_dev & _isin(allv["event_id"], set(today["event_id"]))]
+    hit = allv[later & new_net & new_dev]  # (few rows: today's are kept below)
+    hit = hit[_isin(hit["event_id"], set(today["event_id"]))] if len(hit) else hit
     if hit.empty:
         return {}
     origin = allv.assign(sess=sess).drop_duplicates("sess").set_index("sess")
@@ -905,6 +919,8 @@ def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks
     cols = ["event_id", "actor", "event_time", "network", "geo_lat", "geo_lon", "geo_city", "geo_country", "ip"]
     frames = []
     for f in ([previous] if previous is not None and len(previous) else []) + [ev]:
+        # only the columns read here (and by network_key): the filter and the copy take every column they keep
+        f = f[[c for c in dict.fromkeys(cols + ["asn", "asn_org", "outcome", "ip_internal"]) if c in f and c != "network"]]
         if "outcome" in f:  # a failed attempt (someone guessing the password) does not place the user anywhere
             f = f[_text(f, "outcome") != "failure"]
         f = f.copy()
@@ -929,7 +945,8 @@ def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks
     speed = km / np.maximum(hours, 1.0 / 60)
     hit = (km >= cfg["impossible_min_km"]) & (speed >= cfg["impossible_speed_kmh"]) & (prev["network"] != allv["network"]).to_numpy()
     idx = np.flatnonzero(np.asarray(hit))
-    idx = idx[_isin(allv["event_id"].iloc[idx], _texts(ev["event_id"])).to_numpy()]
+    if len(idx):  # (few: the set of the day's ids only then)
+        idx = idx[_isin(allv["event_id"].iloc[idx], _texts(ev["event_id"])).to_numpy()]
     # Rows as plain dicts, only for the hits: positional row access on the whole frame was the cost at scale.
     km, hours, speed = np.asarray(km)[idx], np.asarray(hours)[idx], np.asarray(speed)[idx]
     out = {}
