@@ -217,50 +217,56 @@ class RiskScorer:
         t = pd.to_datetime(h["event_time"], utc=True).dt.tz_localize(None).to_numpy()  # datetime64, not Timestamps
         if len(t) > 1 and not (t[1:] >= t[:-1]).all():
             h = h.iloc[np.argsort(t, kind="stable")]
-        h = h.copy(deep=False)  # new columns go on this frame; the caller's columns stay as they are (copy-on-write)
-        if "n" not in h:
-            h["n"] = 1
-        h["network"] = network_key(h)
-        h = h[h["network"] != ""]
-        self.active_users_ = int(h["actor"].nunique())
-        h["day"] = pd.to_datetime(h["event_time"]).dt.normalize()
-        h["city"] = _text(h, "geo_city")
-        h["ipx"] = _text(h, "ip")
+        # Every groupby runs on integer codes of its keys, made once per column (sorted where a result's order
+        # matters: the codes sort as their texts do); texts come back only for the results' labels. (Groupbys on
+        # the strings re-factorized them each time: ~20 of them on ~1e6 rows a month.)
+        net, networks = _codes(network_key(h))
+        if len(networks) and networks[0] == "":  # events without a network ("" sorts first) are no context
+            keep = net > 0
+            h, net, networks = h[keep], net[keep] - 1, networks[1:]
+        actor, actors = _codes(h["actor"])
+        self.active_users_ = len(actors)
+        day, days = _codes(pd.to_datetime(h["event_time"]).dt.normalize())
+        dated, n_day = day >= 0, max(len(days), 1)  # (NaT: -1)
+        counts = h["n"].to_numpy() if "n" in h else np.ones(len(h), dtype=np.int64)
+        city, cities = _text_codes(h, "geo_city")
+        located = (cities != "")[city]
+        ip, ips = _text_codes(h, "ip", sort=False)
+        ok = (_text(h, "outcome") != "failure").to_numpy() if "outcome" in h else np.ones(len(h), dtype=bool)
+        n_net = len(networks)
+        pair, pair_keys = pd.factorize(actor * max(n_net, 1) + net, sort=True)  # (actor, network), in that order
+        pair_actor, pair_net = np.divmod(pair_keys, max(n_net, 1))
+        n_pair = len(pair_keys)
         # users of a network: accounts that did something there (campaign targets only failed there)
-        ok = _text(h, "outcome") != "failure" if "outcome" in h else pd.Series(True, index=h.index)
-        # (filters take only the columns they need: each one copies every column it keeps, ~1e6 rows a month)
-        users = h.loc[ok, ["network", "actor"]].groupby("network")["actor"].nunique().reindex(h["network"].unique(),
-                                                                                               fill_value=0)
-        ips_per_user_day = h.groupby(["network", "actor", "day"])["ipx"].nunique().groupby("network").mean()
-        located = h.loc[h["city"] != "", [c for c in ("network", "actor", "city", "day", "geo_country", "n") if c in h]]
-        cities_per_user = located.groupby(["network", "actor"])["city"].nunique().groupby("network").mean()
+        users = np.bincount(pair_net[np.bincount(pair[ok], minlength=n_pair) > 0], minlength=n_net)
+        ips_per_user_day = _mean_distinct(pair[dated] * n_day + day[dated], ip[dated], len(ips),
+                                          lambda g: pair_net[g // n_day], n_net, 1.0)
+        cities_per_user = _mean_distinct(pair[located], city[located], len(cities), lambda g: pair_net[g], n_net, 1.0)
         # The user's steady lines: networks where the user keeps an address block (IPv4 address, IPv6 /64) for days
         # on end (home and office lines, dynamic ones included). A carrier's CGNAT hands out a new address nearly
         # every time and geolocates to its head office, so it must not decide where the user lives.
-        h["block"] = _address_block(h["ipx"])
-        okl = located[ok.reindex(located.index).to_numpy()].assign(block=h["block"])
-        per_pair = okl.groupby(["actor", "network"]).agg(days=("day", "nunique"), blocks=("block", "nunique"),
-                                                         first=("day", "min"))
-        steady = per_pair[(per_pair["days"] >= 2) & (per_pair["blocks"] <= 0.5 * per_pair["days"])]
-        on_steady = pd.MultiIndex.from_arrays([located["actor"], located["network"]]).isin(steady.index)
-        votes = pd.concat([located[on_steady],
-                           located[~located["actor"].isin(set(steady.index.get_level_values(0)))]])
+        block, blocks = _blocks(ip, ips)
+        okl = located & ok
+        seen = np.bincount(pair[okl], minlength=n_pair) > 0
+        pair_days = np.bincount(_distinct(pair[okl & dated], day[okl & dated], n_day), minlength=n_pair)
+        pair_blocks = np.bincount(_distinct(pair[okl], block[okl], len(blocks)), minlength=n_pair)
+        steady = seen & (pair_days >= 2) & (pair_blocks <= 0.5 * pair_days)
+        # the home city (country): the most events located on the user's steady lines, or anywhere without one
+        votes = located & (steady[pair] | (np.bincount(pair_actor[steady], minlength=len(actors)) == 0)[actor])
+        home = _most(actor[votes], city[votes], counts[votes], len(actors), len(cities))  # actor -> city, or -1
+        country, countries = _text_codes(h, "geo_country")
+        voted = votes & (countries != "")[country]
+        top = _most(actor[voted], country[voted], counts[voted], len(actors), len(countries))
         # VPN / egress: most of the network's users live somewhere else (their home city differs)
-        per_city = votes.groupby(["actor", "city"], sort=False)["n"].sum().reset_index(name="n")
-        per_city = per_city.sort_values(["actor", "n", "city"], ascending=[True, False, True], kind="stable")
-        home = per_city.drop_duplicates("actor").set_index("actor")["city"]
-        country = _text(votes, "geo_country")
-        per_country = votes[country != ""].groupby(["actor", country[country != ""]])["n"].sum()
-        self.home_country_ = (per_country.reset_index(name="n").sort_values(["actor", "n"], ascending=[True, False],
-                              kind="stable").drop_duplicates("actor").set_index("actor").iloc[:, 0]
-                              if len(per_country) else pd.Series(dtype=object))
-        pairs = located[["network", "actor", "city"]].drop_duplicates(["network", "actor"])
-        pairs = pairs.assign(away=pairs["city"].to_numpy() != pairs["actor"].map(home).to_numpy())
-        away_share = pairs.groupby("network")["away"].mean()
-        nets = pd.DataFrame({"users": users})
-        nets["ips_per_user_day"] = ips_per_user_day.reindex(nets.index).fillna(1.0)
-        nets["cities_per_user"] = cities_per_user.reindex(nets.index).fillna(1.0)
-        nets["away_share"] = away_share.reindex(nets.index).fillna(0.0)
+        first = np.flatnonzero(located)[~pd.Series(pair[located]).duplicated().to_numpy()]  # a pair's first city
+        away = np.bincount(pair_net[pair[first]], weights=city[first] != home[actor[first]], minlength=n_net)
+        located_pairs = np.bincount(pair_net[pair[first]], minlength=n_net)
+        away_share = np.divide(away, located_pairs, out=np.zeros(n_net), where=located_pairs > 0)
+        order = pd.unique(net)  # the networks in the order they first appear
+        nets = pd.DataFrame({"users": users[order]}, index=_index(networks[order].rename("network")))
+        nets["ips_per_user_day"] = ips_per_user_day[order]
+        nets["cities_per_user"] = cities_per_user[order]
+        nets["away_share"] = away_share[order]
         nets["roaming"] = (
             (nets["ips_per_user_day"] >= cfg["roaming_ips_per_user_day"])
             | (nets["cities_per_user"] >= cfg["roaming_cities_per_user"])
@@ -268,51 +274,89 @@ class RiskScorer:
         )
         # VPN / egress providers: an address there says nothing about where the user sits
         nets["egress"] = (nets["away_share"] >= cfg["roaming_away_share"]) & (nets["users"] >= 2)
-        nets["asn_org"] = h.groupby("network")["asn_org"].first().reindex(nets.index) if "asn_org" in h else ""
+        if "asn_org" in h:  # the network's first organisation name
+            named = np.flatnonzero(h["asn_org"].notna().to_numpy())
+            named = named[~pd.Series(net[named]).duplicated().to_numpy()]
+            nets["asn_org"] = h["asn_org"].iloc[named].set_axis(net[named]).reindex(order).set_axis(nets.index)
+        else:
+            nets["asn_org"] = ""
         self.networks_ = nets
+        self.home_city_ = pd.Series(_index(cities[home[home >= 0]]), index=_index(actors[home >= 0]), name="city")
+        self.home_country_ = (pd.Series(_index(countries[top[top >= 0]]), index=_index(actors[top >= 0]),
+                                        name="level_1" if countries.name is None else countries.name)  # as it was
+                              if (top >= 0).any() else pd.Series(dtype=object))
         # per (actor, network): days used, and whether a device of the user's (seen on >= vouch_days days) was there
-        h["device"] = _text(h, "ua_device_key")
+        device, devices = _text_codes(h, "ua_device_key")
+        has_device = (devices != "")[device]
+        device_names = devices.to_numpy(dtype=object)
         self.dev_major_ = pd.Series(dtype=float)
         if "ua_browser_major" in h:
             # a build older than one the user already ran on that device key is another machine of the same kind
             # (an attacker's stale Chrome on Linux is not the victim's up-to-date Chrome on Linux)
             major = _numbers(h["ua_browser_major"])
-            daily = major.groupby([h["actor"], h["device"], h["day"]]).max().dropna()
-            before = daily.groupby(level=[0, 1]).cummax().groupby(level=[0, 1]).shift()
-            # looked up by a merge on the columns (a MultiIndex reindex boxes every day as a Timestamp)
-            prior_major = (pd.DataFrame({"a": h["actor"].array, "d": h["device"].array, "t": h["day"].array})
-                           .merge(before.rename_axis(["a", "d", "t"]).rename("b").reset_index(), how="left",
-                                  on=["a", "d", "t"])["b"].to_numpy())
-            older = (major.to_numpy() < prior_major) & (h["device"] != "").to_numpy()
-            h.loc[older, "device"] = h.loc[older, "device"] + " v" + major[older].astype(int).astype(str)
-            self.dev_major_ = daily.groupby(level=[0, 1]).max()
-        dev_days = h.loc[h["device"] != "", ["actor", "device", "day"]].groupby(["actor", "device"])["day"].nunique()
-        familiar_devices = set(dev_days[dev_days >= cfg["vouch_days"]].index)
-        self.devices_ = familiar_devices
-        h["own_device"] = pd.MultiIndex.from_arrays([h["actor"], h["device"]]).isin(list(familiar_devices)) \
-            if familiar_devices else False
-        h["ok_day"] = h["day"].where(_text(h, "outcome") != "failure") if "outcome" in h else h["day"]
+            m = major.to_numpy()
+            rows = np.flatnonzero(dated & ~pd.isna(m))  # (the others are no older build)
+            user_device = actor[rows] * len(devices) + device[rows]
+            daily, daily_keys = pd.factorize(user_device * n_day + day[rows], sort=True)  # (actor, device, day)
+            newest = np.full(len(daily_keys), -np.inf)
+            np.maximum.at(newest, daily, m[rows])
+            # the newest build on earlier days: a running maximum within each (actor, device), one day behind
+            daily_ud = daily_keys // n_day
+            newest = pd.Series(newest).groupby(daily_ud).cummax().to_numpy()
+            before = np.full(len(newest), np.nan)
+            before[1:] = newest[:-1]
+            before[np.diff(daily_ud, prepend=-1) != 0] = np.nan
+            older = np.zeros(len(h), dtype=bool)
+            older[rows] = (m[rows] < before[daily]) & has_device[rows]
+            if older.any():  # another machine: "<device key> v<build>", a device of its own
+                renamed = device_names[device[older]] + " v" + \
+                    pd.Series(m[older]).astype(int).astype(str).to_numpy(dtype=object)
+                codes, device_names = pd.factorize(np.concatenate([device_names, renamed]))
+                device = device.copy()
+                device[older] = codes[len(devices):]
+            last = np.diff(daily_ud, append=-1) != 0
+            # (levels typed from all the rows, as the groupby over them did)
+            self.dev_major_ = pd.Series(newest[last].astype(m.dtype), name=major.name, index=pd.MultiIndex.from_arrays(
+                [_index(actors)[daily_ud[last] // len(devices)], _index(devices)[daily_ud[last] % len(devices)]],
+                names=["actor", "device"]))
+        user_device, user_devices = pd.factorize(np.where(has_device, actor * len(device_names) + device, -1))
+        dev_days = np.bincount(_distinct(user_device[has_device & dated], day[has_device & dated], n_day),
+                               minlength=len(user_devices))
+        familiar = (dev_days >= cfg["vouch_days"]) & (user_devices >= 0)
+        self.devices_ = set(zip(actors[user_devices[familiar] // len(device_names)].tolist(),
+                                device_names[user_devices[familiar] % len(device_names)].tolist()))
+        own_device = familiar[user_device]
         # a stranger on the pair: a device the user never had, or an OAuth grant (what a takeover leaves behind)
-        h["stranger"] = ((h["device"] != "") & ~h["own_device"]) | (_text(h, "oauth_client") != "")
-        pairs = h.groupby(["actor", "network"]).agg(days=("ok_day", "nunique"), vouched=("own_device", "any"),
-                                                    stranger=("stranger", "any"))
-        self.pairs_ = pairs
+        app = _text(h, "oauth_client")
+        granted = (app != "").to_numpy()
+        stranger = (has_device & ~own_device) | granted
+        self.pairs_ = pd.DataFrame({
+            "days": np.bincount(_distinct(pair[ok & dated], day[ok & dated], n_day), minlength=n_pair),
+            "vouched": np.bincount(pair[own_device], minlength=n_pair) > 0,
+            "stranger": np.bincount(pair[stranger], minlength=n_pair) > 0,
+        }, index=pd.MultiIndex.from_arrays([_index(actors[pair_actor]), _index(networks[pair_net])],
+                                           names=["actor", "network"]))
         # the user's fixed lines: an address block (IPv4 address, IPv6 /64) the user had on an earlier day; a
         # carrier's CGNAT hands out a new address nearly every time, so phones on the move rarely repeat one
-        okh = h.loc[_text(h, "outcome") != "failure", ["actor", "block", "day"]] if "outcome" in h else h
-        # keyed "actor\x1fblock" (a lookup: no need to sort ~1e5 keys); the text is built once per pair
-        first_day = okh.groupby(["actor", "block"], sort=False)["day"].min()
-        pair = first_day.index
-        keys = pair.get_level_values(0).astype(str).to_numpy(dtype=object) + "\x1f" + \
-            pair.get_level_values(1).to_numpy(dtype=object)
-        self.blocks_ = pd.Series(first_day.to_numpy(), index=pd.Index(keys), name="day")
+        # keyed "actor\x1fblock" in order of first use (a lookup: no need to sort ~1e5 keys)
+        held, held_keys = pd.factorize(actor[ok] * max(len(blocks), 1) + block[ok])
+        held_actor, held_block = np.divmod(held_keys, max(len(blocks), 1))
+        self.blocks_ = pd.Series(_first_day(held, len(held_keys), day[ok], days),
+                                 index=_joined(actors, held_actor, blocks, held_block), name="day")
         # A dynamic home line gets a new address every few days; the ISP and the city stay. So in the user's home
         # city a new address on one of their steady lines also places them (not on a VPN / egress provider).
-        egress = set(nets.index[nets["egress"]])
-        self.home_lines_ = steady.loc[~steady.index.get_level_values(1).isin(egress), "first"]
-        self.home_city_ = home
-        apps = h.loc[_text(h, "oauth_client") != "", ["actor", "oauth_client"]]
-        self.apps_ = apps.groupby(_text(apps, "oauth_client"))["actor"].nunique() if len(apps) else pd.Series(dtype="int64")
+        egress = np.zeros(n_net, dtype=bool)
+        egress[order] = nets["egress"].to_numpy()
+        seen = np.flatnonzero(seen)  # (cut from all the pairs the steady test saw: levels typed as they were)
+        first_used = pd.Series(_first_day(pair[okl], n_pair, day[okl], days)[seen], name="first", index=pd.MultiIndex
+                               .from_arrays([_index(actors[pair_actor[seen]]), _index(networks[pair_net[seen]])],
+                                            names=["actor", "network"]))
+        self.home_lines_ = first_used[(steady & ~egress[pair_net])[seen]]
+        self.apps_ = pd.Series(dtype="int64")
+        if granted.any():
+            app, apps = _codes(app[granted])
+            self.apps_ = pd.Series(np.bincount(_distinct(app, actor[granted], len(actors)), minlength=len(apps)),
+                                   index=_index(apps), name="actor")
         return self
 
     # -- scoring ---------------------------------------------------------------------------------------------------
@@ -667,6 +711,88 @@ def _address_block(ips: pd.Series) -> pd.Series:
     nets = {x: _v6_block(x) for x in distinct}
     out[v6] = ips[v6].map(nets)
     return out
+
+
+def _codes(values: pd.Series, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
+    """Codes of the values (missing: -1) and the distinct values, sorted: a groupby on the codes comes out in the
+    order of the values. (Results take their labels through :func:`_index`.)"""
+    codes, labels = pd.factorize(values, sort=sort)
+    return codes, labels.rename(values.name)
+
+
+def _index(labels: pd.Index) -> pd.Index:
+    """Labels as a groupby on the values gives them: it infers the dtype of object keys (strings: ``str``)."""
+    return pd.Index(labels.to_numpy(), name=labels.name) if labels.dtype == object else labels
+
+
+def _text_codes(frame: pd.DataFrame, col: str, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
+    """``_codes(_text(frame, col))``, the text made once per distinct value."""
+    if col not in frame:
+        return np.zeros(len(frame), dtype=np.intp), pd.Index([""], dtype=object)
+    codes, uniques = pd.factorize(frame[col], sort=sort, use_na_sentinel=False)
+    text = _text(pd.DataFrame({col: uniques}), col)
+    if text.dtype == uniques.dtype and (text.array == uniques.array).all():  # nothing stripped or filled
+        return codes, pd.Index(text)
+    text_codes, labels = _codes(text, sort=sort)
+    return text_codes[codes], labels
+
+
+def _blocks(ip: np.ndarray, ips: pd.Index) -> tuple[np.ndarray, pd.Index]:
+    """The address block of each address code: codes and texts (:func:`_address_block` once per distinct IPv6
+    address; an IPv4 address is its own block)."""
+    v6 = np.asarray(ips.str.contains(":", regex=False), dtype=bool)
+    if not v6.any():
+        return ip, ips
+    block = np.arange(len(ips))
+    net6, nets6 = pd.factorize(_address_block(pd.Series(ips[v6])))
+    block[v6] = len(ips) + net6
+    return block[ip], ips.append(nets6)
+
+
+def _distinct(group: np.ndarray, value: np.ndarray, n_values: int) -> np.ndarray:
+    """The group of each distinct (group, value) pair (codes >= 0): np.bincount of it counts distinct values."""
+    return pd.unique(group.astype(np.int64) * max(n_values, 1) + value) // max(n_values, 1)
+
+
+def _mean_distinct(group: np.ndarray, value: np.ndarray, n_values: int, network_of, n_nets: int,
+                   fill: float) -> np.ndarray:
+    """Per network: the mean over its groups of their numbers of distinct values (a groupby nunique, then a mean per
+    network: the same float, the sums being integers); ``fill`` for networks without groups."""
+    values = np.bincount(network_of(_distinct(group, value, n_values)), minlength=n_nets)
+    groups = np.bincount(network_of(pd.unique(group)), minlength=n_nets)
+    return np.divide(values, groups, out=np.full(n_nets, fill), where=groups > 0)
+
+
+def _most(actor: np.ndarray, value: np.ndarray, counts: np.ndarray, n_actors: int, n_values: int) -> np.ndarray:
+    """actor code -> the value with the largest sum of counts (ties: the first value), -1 for actors without."""
+    group, keys = pd.factorize(actor.astype(np.int64) * max(n_values, 1) + value)
+    sums = np.zeros(len(keys), dtype=np.result_type(counts.dtype, np.int64))
+    np.add.at(sums, group, counts)
+    who, what = np.divmod(keys, max(n_values, 1))
+    best = np.lexsort((what, -sums, who))
+    best = best[np.diff(who[best], prepend=-1) != 0]
+    out = np.full(n_actors, -1)
+    out[who[best]] = what[best]
+    return out
+
+
+def _first_day(group: np.ndarray, n_groups: int, day: np.ndarray, days: pd.Index) -> np.ndarray:
+    """The earliest day of each group (``day``: codes into the sorted ``days``, -1 for NaT), NaT where none."""
+    first = np.full(n_groups, len(days))
+    np.minimum.at(first, group, np.where(day >= 0, day, len(days)))
+    return days.take(np.where(first < len(days), first, -1), allow_fill=True).to_numpy()
+
+
+def _joined(first: pd.Index, i: np.ndarray, second: pd.Index, j: np.ndarray) -> pd.Index:
+    """``pd.Index(first[i].astype(str) + "\\x1f" + second[j])`` of Python strings (dtype str), joined in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(i):
+        return pd.Index(np.empty(0, dtype=object))
+    a, b = (pc.take(pa.array(labels.astype(str).array, type=pa.large_string()), k)
+            for labels, k in ((first, i), (second, j)))
+    return pd.Index(pd.array(pc.binary_join_element_wise(a, b, pa.scalar("\x1f", pa.large_string())), dtype="str"))
 
 
 _ZERO_HOST = bytes(8)
