@@ -188,11 +188,13 @@ class Warehouse:
             q = "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name = %s"
         return bool(self.query_df(q, [table])["n"].iloc[0])
 
-    def read_table(self, table: str, where: str = "", params: Sequence[Any] | None = None, columns: str = "*") -> pd.DataFrame:
+    def read_table(self, table: str, where: str = "", params: Sequence[Any] | None = None, columns: str = "*",
+                   order_by: str = "") -> pd.DataFrame:
         """Read a table (or an empty frame with its columns when it does not exist yet)."""
         if not self.table_exists(table):
             return self.conform(table, pd.DataFrame())
-        sql = f'SELECT {columns} FROM "{table}"' + (f" WHERE {where}" if where else "")
+        sql = f'SELECT {columns} FROM "{table}"' + (f" WHERE {where}" if where else "") + \
+            (f" ORDER BY {order_by}" if order_by else "")
         return self.query_df(sql, params)
 
     def read_matching(self, table: str, keys: pd.DataFrame, where: str = "", params: Sequence[Any] | None = None) -> pd.DataFrame:

@@ -120,7 +120,7 @@ def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     # a day's scores and snapshot are written while the next day is computed (nothing here reads them back)
     with wh.write_behind() as write:
         for day in days:
-            ev = day_events(wh, day, columns)
+            ev = day_events(wh, day, columns, in_time_order=True)
             scores = model.score_and_update(ev)  # in (event_time, event_id) order, whatever the storage order
             scores.insert(0, "partition_date", _day(day))
             write(wh.replace_partitions, "profile_scores", scores, [day])
@@ -261,7 +261,7 @@ class ScoringInputs:
 
     def _day_events(self, day) -> pd.DataFrame:
         if day not in self._events:
-            self._events[day] = day_events(self.wh, day.isoformat())
+            self._events[day] = day_events(self.wh, day.isoformat(), in_time_order=True)
         return self._events[day]
 
     def _history(self, start, end) -> pd.DataFrame | None:

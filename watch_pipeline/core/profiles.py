@@ -22,6 +22,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from watch_pipeline.core.frames import sort_by_time_and_id
+
 # Pseudo-field counting every event of an actor (value "*"): gives event and active-day totals for cold start.
 ACTIVITY_FIELD = "*"
 HOUR_BUCKET_FIELD = "hour_bucket"
@@ -355,7 +357,7 @@ class ActorProfiles:
         ev["event_time"] = pd.to_datetime(ev["event_time"]).astype("datetime64[ns]")
         ev["event_id"] = ev["event_id"].astype(str)
         ev["actor"] = ev["actor"].astype(str)
-        return ev.sort_values(["event_time", "event_id"], kind="stable").reset_index(drop=True)
+        return sort_by_time_and_id(ev).reset_index(drop=True)
 
     def _process(self, events: pd.DataFrame, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Score events against ``state`` (each before itself) and return (scores, updated state)."""

@@ -36,6 +36,8 @@ import socket
 import numpy as np
 import pandas as pd
 
+from watch_pipeline.core.frames import sort_by_time_and_id
+
 SCORE_COLUMNS = ["event_id", "actor", "event_time", "ip", "score", "kinds", "reasons", "model_state", "context"]
 # What a story (one actor on one network for a day) reads of the day's events.
 STORY_COLUMNS = [
@@ -377,7 +379,7 @@ class RiskScorer:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORE_COLUMNS})
         ev = events_day[events_day["actor"].notna()].copy()
         ev["event_time"] = pd.to_datetime(ev["event_time"]).astype("datetime64[ns]")
-        ev = ev.sort_values(["event_time", "event_id"], kind="stable").reset_index(drop=True)
+        ev = sort_by_time_and_id(ev).reset_index(drop=True)
         ev["event_id"] = ev["event_id"].astype(str).astype(object)  # object strings: see _isin
         ev["network"] = network_key(ev)
         ev["device"] = _text(ev, "ua_device_key")
@@ -1019,7 +1021,7 @@ def _session_jumps(ev: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str,
         p["event_time"] = pd.to_datetime(p["event_time"]).astype("datetime64[ns]")
         frames.insert(0, p[cols])
     allv = pd.concat(frames, ignore_index=True)
-    allv = allv[(allv["session_id"] != "") & (allv["device"] != "")].sort_values(["event_time", "event_id"], kind="stable")
+    allv = sort_by_time_and_id(allv[(allv["session_id"] != "") & (allv["device"] != "")])
     if allv.empty:
         return {}
     sess = allv["actor"].astype(str) + "\x1f" + allv["session_id"].astype(str)
