@@ -3,6 +3,7 @@
 import json
 import shutil
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -98,6 +99,79 @@ def test_landing_in_small_batches_and_skipping_read_files_changes_nothing(pipeli
         pd.testing.assert_frame_equal(whole[name], batched[name], check_dtype=False)
     assert all(m["archive_files_not_read"].value > 0 for m in metas)
     assert sum(m["new_rows"].value for m in metas) > 0
+
+
+def test_range_landed_by_the_helper_process_equals_landing_in_this_process(pipeline_env, small_org, tmp_path, monkeypatch):
+    """A range with much to read has a helper process read the archive (ingest._ArchiveReader); the raw tables,
+    quarantine, archive_files and the counts reported must be those of reading it all here. Copies of records in
+    other files (the first file in order wins, with its origin), malformed records and batch ends inside chunks of
+    files included."""
+    import watch_pipeline.assets.ingest as ingest
+
+    archive = tmp_path / "archive"
+    shutil.copytree(small_org.archive_dir, archive)
+    day = small_org.start.isoformat()
+    page = json.loads((archive / "slack" / "audit" / day / "page-0001.json").read_text())
+    (archive / "aaa-first.json").write_text(json.dumps({"entries": page["entries"][:30]}))  # read first: its copies win
+    (archive / "zzz-last.json").write_text(json.dumps({"entries": page["entries"][10:40] + [{"id": "x"}]}))
+    (archive / "zzz-cut.json").write_text(json.dumps(page)[:-300])  # a truncated page: its last entry quarantined
+    cfg = tmp_path / "watch.yaml"
+    cfg.write_text(cfg.read_text().replace(str(small_org.archive_dir), str(archive)))
+    keys = [(small_org.start + pd.Timedelta(days=i)).isoformat() for i in range(5)]
+    rng = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    raw = dg.AssetSelection.assets("raw_google", "raw_slack_audit", "raw_slack_access")
+    tables = ["raw_google", "raw_slack_audit", "raw_slack_access", "quarantine", "archive_files"]
+    readers, options = [], {}
+    init = ingest._ArchiveReader.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **{k: v for k, v in options.items() if k != "started"}, **kwargs)
+        if options.get("started"):
+            self._started.result()  # the helper is up before the first chunk: this process reads none
+        readers.append(self)
+
+    monkeypatch.setattr(ingest._ArchiveReader, "__init__", recording_init)
+    monkeypatch.setattr(ingest, "FLUSH_RECORDS", 40)  # many batches, most ending inside a chunk of files
+
+    def land(home, helper, **reader_options):
+        monkeypatch.setattr(ingest, "ARCHIVE_AHEAD_MIN_BYTES", 0 if helper else 1 << 60)
+        monkeypatch.setattr(ingest, "READ_CHUNK_FILES", 3 if helper else 8)
+        monkeypatch.setenv("WATCH_HOME", str(tmp_path / home))
+        options.clear()
+        options.update(reader_options)
+        with dg.instance_for_test() as instance:
+            result = _materialize(instance, raw, tags=rng)
+            assert result.success
+            metas = {m.asset_key.path[-1]: {k: v.value for k, v in m.metadata.items() if k != "preview"}
+                     for m in result.asset_materializations_for_node("raw_landing")}
+        wh = open_warehouse()
+        try:
+            out = {}
+            for n in tables:
+                df = wh.read_table(n).drop(columns=["ingest_time", "quarantined_at", "scanned_at"], errors="ignore")
+                out[n] = df.sort_values(list(df.columns)).reset_index(drop=True)
+        finally:
+            wh.close()
+        return out, metas
+
+    # every chunk read by the helper (started first; this process may not read ahead of its queue), then shared
+    by_helper = land("home_helper", helper=True, depth=2, window=2, started=True)
+    assert readers[-1].ahead and readers[-1].read_here == 0 and len(readers[-1].chunks) > 10
+    assert not Path(readers[-1]._handover.name).exists()  # the files it handed over are gone
+    shared = land("home_shared", helper=True, started=True)
+    assert readers[-1].ahead and readers[-1].read_here < len(readers[-1].chunks)
+    here, here_meta = land("home_here", helper=False)
+    assert not readers[-1].ahead
+
+    first = here["raw_slack_audit"].set_index("record_key")["origin"]
+    assert (first.str.endswith("aaa-first.json")).sum() == 30 and not first.str.endswith("zzz-last.json").any()
+    reasons = "\n".join(here["quarantine"]["reason"])
+    assert "date_create is missing" in reasons and "truncated or invalid JSON after" in reasons
+    assert len(here["archive_files"]) == len(list(p for p in archive.rglob("*") if p.is_file()))
+    for ahead, ahead_meta in (by_helper, shared):
+        for name in tables:
+            pd.testing.assert_frame_equal(ahead[name], here[name], check_dtype=False)
+        assert ahead_meta == here_meta
 
 
 def test_bad_records_are_quarantined_and_counted(pipeline_env, small_org, tmp_path, monkeypatch):

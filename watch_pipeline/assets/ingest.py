@@ -6,6 +6,11 @@ Records that cannot be landed go to quarantine.
 """
 
 
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import datetime
 
 import dagster as dg
@@ -13,8 +18,8 @@ import pandas as pd
 
 from watch_pipeline.assets.common import column_schema, count_table, markdown_preview, partition_days
 from watch_pipeline.core import schema
-from watch_pipeline.core.archive import archive_files, iter_archive
-from watch_pipeline.core.raw import RAW_TABLE, RawRecord, records_frame
+from watch_pipeline.core.archive import FileScan, ReadFiles, archive_files, plan_archive, read_files, read_files_into
+from watch_pipeline.core.raw import RAW_TABLE, RawRecord, first_copies, record_rows
 from watch_pipeline.core.schema import RAW_COLUMNS, RAW_SOURCES, stable_id
 from watch_pipeline.partitions import daily_partitions
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
@@ -23,6 +28,11 @@ from watch_pipeline.warehouse import Warehouse, register_table
 RAW_KEYS = {source: dg.AssetKey(RAW_TABLE[source]) for source in RAW_SOURCES}
 # Records held in memory before they are written: bounds memory on a long range, whatever the archive's size.
 FLUSH_RECORDS = 100_000
+# Archive files read per task (read_files): a few tasks in flight hold little memory.
+READ_CHUNK_FILES = 8
+# A run with at least this much to read (bytes on disk) reads it in a helper process too. Its start-up costs ~1 s of
+# CPU, which this process spends reading; one more day of a 5,000 people organisation is ~15 MB and stays here.
+ARCHIVE_AHEAD_MIN_BYTES = 32 << 20
 ARCHIVE_FILES_TABLE = "archive_files"
 register_table(
     ARCHIVE_FILES_TABLE,
@@ -76,6 +86,94 @@ def _known_files(wh: Warehouse) -> dict[str, tuple[int, int, frozenset[str]]]:
     }
 
 
+class _ArchiveReader:
+    """The run's archive files in order. Those to read are read by ``read_files`` in chunks of READ_CHUNK_FILES, in
+    this process or, with at least ARCHIVE_AHEAD_MIN_BYTES to read, in a helper process too, ahead of landing. That
+    work (JSON parse, record keys, quarantine, the rows) is most of landing's cost and needs no state; what does
+    (the first copy wins, the batches and their writes) stays in this process.
+
+    The helper gets chunks once it has started (~1 s), up to `depth` queued, and hands each over in a file
+    (``read_files_into``). Rather than wait for it, this process reads the next chunk nobody has taken yet: on two
+    cores both read, and the busier side takes fewer chunks. All chunks read and not landed yet are within `window`
+    chunks of the one landing, which bounds memory."""
+
+    def __init__(self, entries: list, wanted: frozenset[str], sources: list[str], now: datetime,
+                 depth: int = 3, window: int = 16):
+        self.entries = entries  # plan_archive's: a FileScan (not read) or (path, stamp) to read
+        to_read = [e for e in entries if not isinstance(e, FileScan)]
+        self.chunks = [to_read[i:i + READ_CHUNK_FILES] for i in range(0, len(to_read), READ_CHUNK_FILES)]
+        self.args = (wanted, sources, now)
+        self.size = sum(stamp[0] for _, stamp in to_read if stamp is not None)
+        self.depth, self.window = depth, window
+        self.read_here = 0  # chunks this process read beside the helper (the rest were the helper's)
+        self._pool = None
+        self._ahead: dict[int, Future | ReadFiles] = {}  # chunks given out: the helper's future, or read here
+        self._next = 0  # the first chunk not given out
+        if self.size >= ARCHIVE_AHEAD_MIN_BYTES:
+            from joblib.externals.loky import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=1)
+            self._handover = tempfile.TemporaryDirectory(prefix="watch-archive-")  # the helper's answers
+            self._started = self._pool.submit(read_files, [], *self.args)  # done once it can read (imports made)
+
+    @property
+    def ahead(self) -> bool:
+        return self._pool is not None
+
+    def _queue_helper(self, i: int) -> None:
+        """Gives the helper chunks up to `depth` not done yet, within the window from chunk i."""
+        while (self._started.done() and self._next < min(i + self.window, len(self.chunks))
+               and sum(isinstance(a, Future) and not a.done() for a in self._ahead.values()) < self.depth):
+            path = os.path.join(self._handover.name, f"{self._next}.pickle")
+            self._ahead[self._next] = self._pool.submit(read_files_into, path, self.chunks[self._next], *self.args)
+            self._next += 1
+
+    def _take(self, i: int) -> ReadFiles:
+        if self._pool is None:
+            return read_files(self.chunks[i], *self.args)
+        self._queue_helper(i)
+        if i == self._next:  # not given out: the helper has not started yet
+            self._next += 1
+            self.read_here += 1
+            return read_files(self.chunks[i], *self.args)
+        got = self._ahead.pop(i)
+        while isinstance(got, Future) and not got.done() and self._next < min(i + self.window, len(self.chunks)):
+            # the helper is still at it: read the next chunk here rather than wait
+            self._ahead[self._next] = read_files(self.chunks[self._next], *self.args)
+            self._next += 1
+            self.read_here += 1
+            self._queue_helper(i)
+        if isinstance(got, Future):
+            with open(got.result(), "rb") as fh:
+                got = pickle.load(fh)
+            os.unlink(fh.name)
+        self._queue_helper(i + 1)
+        return got
+
+    def __iter__(self) -> Iterator[tuple[FileScan, ReadFiles | None, int]]:
+        """(scan, read, i) per file: a file that was read is file i of `read`, which holds its records as rows."""
+        read, i, chunk = None, 0, 0
+        for entry in self.entries:
+            if isinstance(entry, FileScan):
+                yield entry, None, 0
+                continue
+            if read is None or i == len(read.scans):
+                read, i = self._take(chunk), 0
+                chunk += 1
+            yield read.scans[i], read, i
+            i += 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for future in self._ahead.values():  # after an error: the chunks not started are not read
+                if isinstance(future, Future):
+                    future.cancel()
+            try:
+                self._pool.shutdown(wait=True)
+            finally:
+                self._handover.cleanup()
+
+
 class _Lander:
     """Writes records in batches: quarantine first, then each selected raw table, then the files read."""
 
@@ -83,6 +181,8 @@ class _Lander:
         self.wh, self.selected, self.now = wh, selected, now
         self.records: dict[str, list[RawRecord]] = {s: [] for s in RAW_SOURCES}
         self.origins: dict[str, list[str]] = {s: [] for s in RAW_SOURCES}
+        # archive records as rows of read_files' frames: [frame, start, stop] per source, in order
+        self.parts: dict[str, list[list]] = {s: [] for s in RAW_SOURCES}
         self.quarantined: list = []
         self.files: list[dict] = []
         self.pending = 0
@@ -98,6 +198,16 @@ class _Lander:
         self.records[rec.source].append(rec)
         self.origins[rec.source].append(origin)
         self.pending += 1
+
+    def add_rows(self, read: ReadFiles, i: int) -> None:
+        """The records of file i of `read` (rows of its frames), after those added before."""
+        for s, (start, stop) in read.spans[i].items():
+            parts = self.parts[s]
+            if parts and parts[-1][0] is read.frames[s] and parts[-1][2] == start:
+                parts[-1][2] = stop  # the next file of the same chunk: one slice of its frame
+            else:
+                parts.append([read.frames[s], start, stop])
+        self.pending += read.kept[i]
 
     def add_quarantined(self, items) -> None:
         self.quarantined.extend(items)
@@ -117,9 +227,13 @@ class _Lander:
             self.quarantined_by_source[q.source] = self.quarantined_by_source.get(q.source, 0) + 1
         frames = {}
         for s in RAW_SOURCES:
-            if RAW_KEYS[s] not in self.selected or not self.records[s]:
+            if RAW_KEYS[s] not in self.selected or not (self.parts[s] or self.records[s]):
                 continue
-            frame = frames[s] = records_frame(self.records[s], self.origins[s], self.now)
+            # the archive's rows in file order, then the polled records: the first copy of a record wins
+            rows = [frame.iloc[start:stop] for frame, start, stop in self.parts[s]]
+            if self.records[s]:
+                rows.append(record_rows(self.records[s], self.origins[s], self.now))
+            frame = frames[s] = first_copies(rows)
             self.rows[s] += len(frame)
             for day, n in frame.groupby("partition_date").size().items():
                 self.per_day[s][str(day)] = self.per_day[s].get(str(day), 0) + int(n)
@@ -143,6 +257,7 @@ class _Lander:
         write(store)
         self.records = {s: [] for s in RAW_SOURCES}
         self.origins = {s: [] for s in RAW_SOURCES}
+        self.parts = {s: [] for s in RAW_SOURCES}
         self.quarantined, self.files, self.pending = [], [], 0
 
 
@@ -167,8 +282,9 @@ class _Lander:
 def raw_landing(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource):
     """Land the day(s) from the archive directory and the live pollers (append-only, keyed by record_key).
 
-    Archive files are read one at a time and written in batches of about FLUSH_RECORDS records, so memory does not
-    grow with the range. Files read before that are unchanged and hold none of the days are not read again."""
+    Archive files are read in order and written in batches of about FLUSH_RECORDS records, so memory does not grow
+    with the range; with much to read, a helper process reads them too (_ArchiveReader). Files read before that are
+    unchanged and hold none of the days are not read again."""
     cfg = settings.load()
     days = partition_days(context)
     wh = warehouse.get()
@@ -179,21 +295,34 @@ def raw_landing(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         context.log.info(f"scanning archive {cfg.archive.dir} for {days[0]}..{days[-1]}")
         listed = archive_files(cfg.archive.dir)
         total = len(listed)
-        known = _known_files(wh)
-        # a batch is written while the next one is read (one batch waits at most: memory stays bounded)
-        with wh.write_behind(max_pending=1) as write:
-            # Within a run the first copy of a record wins (file order); insert_new keeps it across batches too.
-            for scan in iter_archive(cfg.archive.dir, days, known=known, files=listed):
-                files += 1
-                skipped += scan.skipped
-                for rec in scan.records:
-                    lander.add(rec, scan.path)
-                lander.add_quarantined(scan.quarantined)
-                lander.add_file(scan)
-                if lander.pending >= FLUSH_RECORDS:
-                    lander.flush(write)
-                if files % 200 == 0 or files == total:
-                    context.log.info(f"archive: {files}/{total} files ({skipped} unchanged and of other days: not read)")
+        entries = list(plan_archive(listed, frozenset(days), _known_files(wh)))
+        sources = [s for s in RAW_SOURCES if RAW_KEYS[s] in lander.selected]
+        reader = _ArchiveReader(entries, frozenset(days), sources, now)
+        if reader.ahead:
+            context.log.info(f"archive: {sum(len(c) for c in reader.chunks)} files ({reader.size / 1e6:,.0f} MB) "
+                             "to read, with a helper process")
+        try:
+            # a batch is written while the next one is read (one batch waits at most: memory stays bounded)
+            with wh.write_behind(max_pending=1) as write:
+                # Within a run the first copy of a record wins (file order); insert_new keeps it across batches too.
+                for scan, read, i in reader:
+                    files += 1
+                    skipped += scan.skipped
+                    if read is not None:
+                        lander.add_rows(read, i)
+                    lander.add_quarantined(scan.quarantined)
+                    lander.add_file(scan)
+                    if lander.pending >= FLUSH_RECORDS:
+                        lander.flush(write)
+                    if files % 200 == 0 or files == total:
+                        context.log.info(
+                            f"archive: {files}/{total} files ({skipped} unchanged and of other days: not read)"
+                        )
+        finally:
+            reader.close()
+        if reader.ahead:
+            n = len(reader.chunks)
+            context.log.info(f"archive: {n - reader.read_here} of {n} chunks of files read by the helper process")
     if cfg.google.enabled or cfg.slack_audit.enabled or cfg.slack_access.enabled:
         live, live_q = _live_records(cfg, days, context.log)
         # after the archive's records: an archived copy of a polled record keeps the archive as its origin

@@ -234,12 +234,12 @@ RECORD_BUILDERS = {
 }
 
 
-def records_frame(records: list[RawRecord], origin: str | list[str], ingest_time: datetime) -> pd.DataFrame:
-    """RawRecords -> a DataFrame with the raw table's columns (dedupe by key, keep first)."""
+def record_rows(records: list[RawRecord], origin: str | list[str], ingest_time: datetime) -> pd.DataFrame:
+    """RawRecords -> their rows with the raw table's columns, in order, repeated keys included."""
     cols = [c.name for c in RAW_COLUMNS]
     if not records:
         return pd.DataFrame(columns=cols)
-    df = pd.DataFrame(
+    return pd.DataFrame(
         {
             "record_key": [r.record_key for r in records],
             "source": [r.source for r in records],
@@ -248,6 +248,28 @@ def records_frame(records: list[RawRecord], origin: str | list[str], ingest_time
             "ingest_time": ingest_time,
             "origin": origin,
             "raw": [r.raw for r in records],
-        }
+        },
+        columns=cols,
     )
-    return df.drop_duplicates("record_key", keep="first").reset_index(drop=True)[cols]
+
+
+def first_copies(rows: pd.DataFrame | list[pd.DataFrame]) -> pd.DataFrame:
+    """The first row of each record_key of `rows` (:func:`record_rows` frames or slices of them, in order), as one
+    frame.
+
+    Each part is filtered on its own: taking rows from their concatenation, whose strings are Arrow arrays of many
+    chunks, took 0.3-1 s for 140,000 rows, against 0.15 s for this."""
+    parts = [rows] if isinstance(rows, pd.DataFrame) else rows
+    keys = parts[0]["record_key"] if len(parts) == 1 else pd.concat([p["record_key"] for p in parts], ignore_index=True)
+    repeated = keys.duplicated(keep="first").to_numpy()
+    kept, start = [], 0
+    for part in parts:
+        drop = repeated[start:start + len(part)]
+        start += len(part)
+        kept.append(part[~drop] if drop.any() else part)
+    return (kept[0] if len(kept) == 1 else pd.concat(kept, ignore_index=True)).reset_index(drop=True)
+
+
+def records_frame(records: list[RawRecord], origin: str | list[str], ingest_time: datetime) -> pd.DataFrame:
+    """RawRecords -> a DataFrame with the raw table's columns (dedupe by key, keep first)."""
+    return first_copies(record_rows(records, origin, ingest_time))
