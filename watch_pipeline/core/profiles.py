@@ -320,11 +320,10 @@ class ActorProfiles:
         return _as_text(events[field])
 
     def _long(self, events: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Arrays order, event_id, actor, event_time, field, value: one row per field with a value plus the '*'
-        field, in processing order (event order, then field order)."""
+        """Arrays order (the event's row), actor, event_time, field, value: one row per field with a value plus the
+        '*' field, in processing order (event order, then field order)."""
         n = len(events)
         order = np.arange(n)
-        event_id = events["event_id"].to_numpy(dtype=object)
         actor = events["actor"].to_numpy(dtype=object)
         times = events["event_time"].to_numpy(dtype="datetime64[ns]")
         rows = [order]
@@ -342,7 +341,6 @@ class ActorProfiles:
         row = row[sort]
         return {
             "order": row,
-            "event_id": event_id[row],
             "actor": actor[row],
             "event_time": times[row],
             "field": np.concatenate(fields)[sort],
