@@ -142,3 +142,24 @@ def test_inserts_store_what_duckdb_stores_from_the_frame(tmp_path, case):
         wh.close()
     converted = type(_as_arrow(frame)).__name__
     assert converted == ("DataFrame" if case in ("numbers as objects", "mixed objects") else "Table")
+
+
+def test_known_tables_are_not_asked_for_again_and_a_drop_forgets_them(wh, monkeypatch):
+    from watch_pipeline.warehouse import register_table
+    from watch_pipeline.core.schema import Column
+
+    register_table("cache_probe", (Column("k", "VARCHAR", "key"),))
+    assert not wh.table_exists("cache_probe")  # a missing table is asked about every time
+    wh.replace_window("cache_probe", pd.DataFrame({"k": ["a"]}), "1 = 1")
+    assert wh.table_exists("t")  # (made by hand: asked about once)
+    asked = []
+    real = wh.query_df
+    monkeypatch.setattr(wh, "query_df", lambda sql, params=None: asked.append(sql) or real(sql, params))
+    assert wh.table_exists("cache_probe") and wh.table_exists("t")
+    wh.replace_window("cache_probe", pd.DataFrame({"k": ["b"]}), "1 = 1")  # no CREATE ... IF NOT EXISTS either
+    wh.read_matching("cache_probe", pd.DataFrame({"k": ["b"]}))  # its scratch table's drop keeps what is known
+    assert wh.table_exists("cache_probe")
+    assert not [q for q in asked if "information_schema" in q]
+    wh.execute('DROP TABLE "cache_probe"')
+    assert not wh.table_exists("cache_probe")
+    assert wh.read_table("cache_probe").empty  # (read as an empty frame, not a missing-table error)

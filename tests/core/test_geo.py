@@ -168,3 +168,21 @@ def test_every_special_ipv4_block_is_checked_slowly():
     for octet in public:  # the complement: nothing internal anywhere in it (sampled at the block edges)
         for tail in ("0.0.0", "255.255.255", "64.0.1", "168.1.1", "0.2.1"):
             assert not is_internal(ipaddress.ip_address(f"{octet}.{tail}")), (octet, tail)
+
+
+def test_lookups_made_elsewhere_give_the_same_table_and_stats(geo, dbs, monkeypatch):
+    """events.prepare_day looks a day's addresses up in a helper process (lookup_rows); lookup_distinct then uses
+    them and looks up only the rest."""
+    uniques = pd.Index(["81.2.69.161", "5.6.7.8", "10.0.0.1", "not-an-ip", "", "  ", "8.8.8.8", "2a00:1450::1"])
+    plain = geo.lookup_distinct(uniques)
+    plain_stats = geo.stats
+    with GeoIPLookup(*dbs) as helper:
+        known = helper.lookup_rows(list(uniques[:5]) + [None, float("nan"), "81.2.69.161"])
+    assert set(known) == set(uniques[:5])  # text values only, once each
+    calls = []
+    real = geo.lookup_one
+    monkeypatch.setattr(geo, "lookup_one", lambda ip: calls.append(ip) or real(ip))
+    primed = geo.lookup_distinct(uniques, known=known)
+    pd.testing.assert_frame_equal(primed, plain)
+    assert geo.stats == plain_stats and plain_stats.malformed_positions == [3]
+    assert calls == list(uniques[5:])

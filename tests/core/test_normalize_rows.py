@@ -12,7 +12,7 @@ import pytest
 from watch_pipeline.core import normalize
 from watch_pipeline.core.normalize import (
     BASE_COLUMNS, BUILT_COLUMNS, _FROM_RAW, _per_record, _quarantine_row, _raw_row, google_event_rows,
-    google_events, normalise, slack_audit_event, slack_audit_row,
+    google_events, normalise, normalise_records, slack_audit_event, slack_audit_row, with_raw_text,
 )
 from watch_pipeline.core.normalize import (  # what the reference builders below use
     _SLACK_FAILURE, _SLACK_SUCCESS, NormaliseError, _join, flatten_parameters, google_outcome, schema,
@@ -231,7 +231,7 @@ def test_dict_builders_are_the_dicts_they_were():
 
 def test_normalise_frame_unchanged_by_the_row_builders(raw_google, raw_audit, monkeypatch):
     new = normalise(raw_google, raw_audit)
-    monkeypatch.setattr(normalize, "_per_record", lambda raw, build, q: _old_per_record(
+    monkeypatch.setattr(normalize, "_per_record", lambda raw, build, q, raw_text=True: _old_per_record(
         raw, _orig_google_events if build is google_event_rows else (lambda e, r: [_orig_slack_audit_event(e, r)]), q))
     old = normalise(raw_google, raw_audit)
     pd.testing.assert_frame_equal(new.events, old.events)
@@ -283,3 +283,18 @@ def test_one_event_per_record_takes_the_raw_columns_as_they_are(raw_audit, raw_g
     new = _per_record(mixed, google_event_rows, q)
     assert len(new) == len(mixed) == 2 and len(q) == 1
     assert new["raw"].tolist() == [mixed["raw"][0]] * 2
+
+
+def test_records_without_raw_text_get_it_back_by_position(raw_google, raw_audit):
+    """A helper process normalises without the raw texts (events.prepare_day); with_raw_text gathers them back."""
+    multi = raw_google.copy()
+    multi.loc[0, "raw"] = json.dumps(_activity("m", events=_activity("m")["events"] * 3))  # three events, one record
+    for g, a in ((multi, raw_audit), (raw_google.iloc[:0], raw_audit), (multi, raw_audit.iloc[:0])):
+        whole = normalise_records(g, a)
+        bare = normalise_records(g, a, raw_text=False)
+        assert all(not len(f) or f["raw"].dtype.kind == "i" for f in bare[0])  # positions, not texts
+        back = with_raw_text(bare, g, a)
+        for x, y in zip(back[0], whole[0]):
+            pd.testing.assert_frame_equal(x, y)
+        assert back[1] == whole[1]
+    assert len(whole[0][0]) > len(multi) - 5  # (the multi-event record is gathered, not taken one to one)

@@ -14,6 +14,7 @@ from watch_pipeline.core.geo import GeoIPLookup
 from watch_pipeline.core.identity import IdentityMapper
 from watch_pipeline.core.normalize import (
     ACCESS_COMBO, ACCESS_STATE_COLUMNS, access_combos, access_frame, access_state, normalise, normalise_records,
+    with_raw_text,
 )
 from watch_pipeline.core.schema import SOURCE_SLACK_AUDIT
 from watch_pipeline.resources.warehouse import SettingsResource, WarehouseResource
@@ -103,12 +104,13 @@ def _partition_days(wh: Warehouse, table: str, where: str, params: list) -> set:
 
 
 def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, now: datetime, write=Warehouse.write_now,
-                         stored_before=None, raw=None, records=None) -> dict:
+                         stored_before=None, raw=None, records=None, geo_known=None) -> dict:
     """Normalise + enrich one day and replace its partition of events, quarantine, identities and access state.
 
     `write` runs the writes (at once, or a `Warehouse.write_behind` submit); `stored_before` is the future of the
-    day before's state writes (access state, identities), which this day reads. `raw` (``read_raw_day``) and
-    `records` (``normalise_records`` of it) are given when they were read or computed already."""
+    day before's state writes (access state, identities), which this day reads. `raw` (``read_raw_day``, its
+    accessLogs rows maybe parsed by ``access_frame``), `records` (``normalise_records`` of it) and `geo_known`
+    (``GeoIPLookup.lookup_rows`` of its addresses) are given when they were read or computed already."""
     raw_g, raw_a, raw_x = raw if raw is not None else read_raw_day(wh, day)
     rows_x = access_frame(raw_x) if len(raw_x) else raw_x  # parsed once for the three uses below
     if stored_before is not None:
@@ -123,7 +125,7 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
     known.update(norm.slack_ids)
     ids = pd.Series(list(known.keys()), dtype=object)
     mapper.learn_ids(ids, pd.Series([known[i] for i in ids], dtype=object))
-    enriched = enrich_events(norm.events, geo, mapper)
+    enriched = enrich_events(norm.events, geo, mapper, geo_known=geo_known)
 
     q = [norm.quarantined]
     if len(enriched.quarantined):
@@ -171,18 +173,38 @@ def build_events_for_day(wh: Warehouse, cfg, geo: GeoIPLookup | None, day: str, 
 # A range of at least this many days normalises the next day's records in a helper process (start-up ~1 s).
 RECORDS_AHEAD_MIN_DAYS = 4
 
+_HELPER_GEO: dict[tuple, GeoIPLookup] = {}
+
+
+def prepare_day(raw_google: pd.DataFrame, raw_slack_audit: pd.DataFrame, raw_slack_access: pd.DataFrame,
+                geo_paths: tuple[str | None, str | None] | None) -> dict:
+    """The part of a day's build that needs no state, run in the helper process: the activities' and audit entries'
+    events (``normalise_records``), the accessLogs rows parsed (``access_frame``) and the GeoIP lookups of every
+    address among them (``GeoIPLookup.lookup_rows``). The raw texts the caller has are not sent back: the events
+    and rows come without them (``with_raw_text`` puts them back)."""
+    records = normalise_records(raw_google, raw_slack_audit, raw_text=False)  # (the caller has the texts)
+    access_rows = access_frame(raw_slack_access).drop(columns=["raw"]) if len(raw_slack_access) else None
+    geo_rows = None
+    if geo_paths is not None:
+        if geo_paths not in _HELPER_GEO:  # opened once per helper process
+            _HELPER_GEO[geo_paths] = GeoIPLookup(*geo_paths)
+        ips = [f["ip"] for f in records[0] if len(f)] + ([access_rows["ip"]] if access_rows is not None and "ip" in access_rows else [])
+        geo_rows = _HELPER_GEO[geo_paths].lookup_rows(pd.concat(ips, ignore_index=True).dropna().tolist()) if ips else {}
+    return {"records": records, "access_rows": access_rows, "geo_rows": geo_rows}
+
 
 class _RecordsAhead:
-    """Has a helper process normalise the activities and audit entries of the next days (``normalise_records``)
-    while this process builds the current one: that per-record JSON work is most of a day's cost, and it needs no
-    state (the accessLogs diff does, and stays here). Each day's raw rows are read on the warehouse's writer
-    thread, after the writes already queued, so this process never waits for the database lock; `depth` days are
-    in flight (the helper holds ~0.25 GB a day at 5,000 people)."""
+    """Has a helper process do the stateless part of the next days (``prepare_day``: the per-record JSON work,
+    which is most of a day's cost, and the GeoIP lookups) while this process builds the current one; the
+    accessLogs diff and the identities need state, and stay here. Each day's raw rows are read on the warehouse's
+    writer thread, after the writes already queued, so this process never waits for the database lock; `depth`
+    days are in flight (the helper holds ~0.25 GB a day at 5,000 people)."""
 
-    def __init__(self, wh: Warehouse, days: list[str], write, depth: int = 2) -> None:
+    def __init__(self, wh: Warehouse, days: list[str], write, depth: int = 2, geo: GeoIPLookup | None = None) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
 
         self.wh, self.days, self.write, self.depth = wh, days, write, depth
+        self.geo_paths = (geo.city_db, geo.asn_db) if geo is not None and geo.configured else None
         self._pool = ProcessPoolExecutor(max_workers=1)
         self._queued = {i: self._queue(i) for i in range(min(depth, len(days)))}
 
@@ -191,14 +213,21 @@ class _RecordsAhead:
 
     def _read_and_submit(self, day: str):
         raw = read_raw_day(self.wh, day)
-        return raw, self._pool.submit(normalise_records, raw[0], raw[1])
+        return raw, self._pool.submit(prepare_day, *raw, self.geo_paths)
 
     def take(self, i: int):
-        """(raw rows, normalised records) of day i; queues day i + depth."""
-        raw, future = self._queued.pop(i).result()
+        """(raw rows with the accessLogs rows parsed, normalised records, GeoIP lookups) of day i; queues day
+        i + depth."""
+        (raw_g, raw_a, raw_x), future = self._queued.pop(i).result()
         if i + self.depth < len(self.days):
             self._queued[i + self.depth] = self._queue(i + self.depth)
-        return raw, future.result()
+        prepared = future.result()
+        records = with_raw_text(prepared["records"], raw_g, raw_a)
+        if prepared["access_rows"] is not None:  # the raw text went to the helper, and comes back from here
+            rows = prepared["access_rows"]
+            rows["raw"] = raw_x["raw"].tolist()  # as access_frame sets it
+            raw_x = rows
+        return (raw_g, raw_a, raw_x), records, prepared["geo_rows"]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -224,16 +253,17 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sett
     last = pd.DataFrame()
     stored = None
     # A day's tables are written while the next day is normalised; that day waits only for the state it reads.
-    # In a range, a helper process turns the next day's activities and audit entries into events meanwhile (they
-    # need no state; the accessLogs diff does, and stays here).
+    # In a range, a helper process turns the next day's activities and audit entries into events, parses its
+    # accessLogs rows and looks its addresses up meanwhile (no state needed; the accessLogs diff needs it, and
+    # stays here).
     ahead = None
     try:
         with wh.write_behind() as write:
-            ahead = _RecordsAhead(wh, days, write) if len(days) >= RECORDS_AHEAD_MIN_DAYS else None
+            ahead = _RecordsAhead(wh, days, write, geo=geo) if len(days) >= RECORDS_AHEAD_MIN_DAYS else None
             for n, day in enumerate(days, start=1):
-                raw, records = ahead.take(n - 1) if ahead is not None else (None, None)
+                raw, records, geo_known = ahead.take(n - 1) if ahead is not None else (None, None, None)
                 r = build_events_for_day(wh, cfg, geo, day, now, write=write, stored_before=stored, raw=raw,
-                                         records=records)
+                                         records=records, geo_known=geo_known)
                 stored = r["stored"]
                 for k in totals:
                     totals[k] += r[k]

@@ -72,11 +72,13 @@ def canonical_actors(events: pd.DataFrame, identity: IdentityMapper) -> tuple[pd
     return canonical, unresolved
 
 
-def enrich_events(events: pd.DataFrame, geo: GeoIPLookup | None, identity: IdentityMapper) -> EnrichResult:
+def enrich_events(events: pd.DataFrame, geo: GeoIPLookup | None, identity: IdentityMapper,
+                  geo_known: dict[str, tuple | None] | None = None) -> EnrichResult:
     """Add the enrichment columns to normalised events (``schema.EVENT_BASE_COLUMNS``).
 
     ``geo=None`` (no database configured) gives null geo columns but still marks internal addresses and
     quarantines malformed ones. Events whose IP is malformed go to ``quarantined`` instead of ``events``.
+    `geo_known`: addresses looked up already (``GeoIPLookup.lookup_rows`` with the same databases).
     """
     base_names = [c.name for c in schema.EVENT_BASE_COLUMNS]
     missing = [c for c in base_names if c not in events.columns]
@@ -88,7 +90,7 @@ def enrich_events(events: pd.DataFrame, geo: GeoIPLookup | None, identity: Ident
 
     ip = events["ip"]
     codes, uniques = pd.factorize(ip, use_na_sentinel=True)
-    table = geo_lookup.lookup_distinct(uniques)
+    table = geo_lookup.lookup_distinct(uniques, known=geo_known if geo is not None else None)
     geo_cols = expand(table, codes, events.index)
     malformed_codes = geo_lookup.stats.malformed_positions
     bad_ip = np.isin(codes, malformed_codes) if malformed_codes else np.zeros(len(events), dtype=bool)

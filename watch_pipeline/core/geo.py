@@ -28,6 +28,7 @@ _FLOAT_COLUMNS = ("geo_lat", "geo_lon", "geo_accuracy_km")
 _SHARED_V4 = ipaddress.ip_network("100.64.0.0/10")
 _NULL_ROW = (False,) + (None,) * 9
 _INTERNAL_ROW = (True,) + (None,) * 9
+_NOT_KNOWN = object()
 
 
 @dataclass
@@ -198,12 +199,22 @@ class GeoIPLookup:
         table = self.lookup_distinct(uniques)
         return expand(table, codes, ips.index)
 
-    def lookup_distinct(self, uniques) -> pd.DataFrame:
-        """One row per value of ``uniques`` (positionally), updating :attr:`stats`."""
+    def lookup_rows(self, values) -> dict[str, tuple | None]:
+        """``lookup_one`` of every distinct text value: what :meth:`lookup_distinct` takes as `known` (a helper
+        process looks a day's addresses up while the day before is built)."""
+        return {v: self.lookup_one(v) for v in dict.fromkeys(values) if isinstance(v, str)}
+
+    def lookup_distinct(self, uniques, known: dict[str, tuple | None] | None = None) -> pd.DataFrame:
+        """One row per value of ``uniques`` (positionally), updating :attr:`stats`.
+
+        `known` holds ``lookup_one`` results computed already (:meth:`lookup_rows`, with the same databases); the
+        other values are looked up here."""
         stats = GeoStats(distinct_ips=len(uniques))
         rows = []
         for position, value in enumerate(uniques):
-            row = self.lookup_one(value)
+            row = known.get(value, _NOT_KNOWN) if known and isinstance(value, str) else _NOT_KNOWN
+            if row is _NOT_KNOWN:
+                row = self.lookup_one(value)
             if row is None:
                 stats.malformed += 1
                 stats.malformed_values.append(str(value))

@@ -275,12 +275,20 @@ def _raw_row(raw: pd.DataFrame, i: int) -> dict:
     return {c: raw[c].iloc[i] for c in raw.columns}
 
 
-def _per_record(raw: pd.DataFrame, build: Callable[[dict], list[tuple]], quarantined: list) -> pd.DataFrame:
+def _gather(values: pd.Series, positions: np.ndarray) -> pd.Series:
+    """``values`` at `positions` (the raw row of each event), indexed 0..n-1."""
+    one_each = len(positions) == len(values) and np.array_equal(positions, np.arange(len(values)))  # no gather
+    return (values if one_each else values.take(positions)).reset_index(drop=True)
+
+
+def _per_record(raw: pd.DataFrame, build: Callable[[dict], list[tuple]], quarantined: list,
+                raw_text: bool = True) -> pd.DataFrame:
     """Build the events of every raw row (`build`: rows of :data:`BUILT_COLUMNS`); rows that cannot be normalised
     go to `quarantined`.
 
     Only the JSON text is walked in Python, into tuples that become columns in one transposition; the raw row's
-    time, day, ingest time and text are gathered onto the events by position afterwards."""
+    time, day, ingest time and text are gathered onto the events by position afterwards (without `raw_text`, the
+    ``raw`` column holds the position instead: see :func:`with_raw_text`)."""
     if raw is None or raw.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
     texts = raw["raw"].tolist()
@@ -302,21 +310,37 @@ def _per_record(raw: pd.DataFrame, build: Callable[[dict], list[tuple]], quarant
         return pd.DataFrame(columns=BASE_COLUMNS)
     frame = pd.DataFrame({c: list(values) for c, values in zip(BUILT_COLUMNS, columns) if c not in _FROM_RAW})
     take = np.asarray(positions, dtype=np.intp)
-    one_each = len(take) == len(raw) and np.array_equal(take, np.arange(len(raw)))  # one event per raw row: no gather
     for col, raw_col in _FROM_RAW.items():
+        if col == "raw" and not raw_text:
+            frame[col] = take
+            continue
         values = raw[raw_col] if raw_col in raw.columns else pd.Series([None] * len(raw), dtype=object)
-        frame[col] = (values if one_each else values.take(take)).reset_index(drop=True)
+        frame[col] = _gather(values, take)
     return frame.reindex(columns=BASE_COLUMNS)  # actor: NaN, as when the events were built from dicts
 
 
-def normalise_records(raw_google: pd.DataFrame, raw_slack_audit: pd.DataFrame) -> tuple[list[pd.DataFrame], list[dict]]:
+def with_raw_text(records: tuple[list[pd.DataFrame], list[dict]], raw_google: pd.DataFrame,
+                  raw_slack_audit: pd.DataFrame) -> tuple[list[pd.DataFrame], list[dict]]:
+    """``normalise_records(..., raw_text=False)`` made what ``normalise_records(...)`` gives: each event's raw
+    text gathered from the raw rows by the position its ``raw`` column holds (so a helper process that normalised
+    the records need not send the texts back)."""
+    parts, quarantined = records
+    for frame, raw in zip(parts, (raw_google, raw_slack_audit)):
+        if len(frame):
+            frame["raw"] = _gather(raw["raw"], frame["raw"].to_numpy(dtype=np.intp))
+    return parts, quarantined
+
+
+def normalise_records(raw_google: pd.DataFrame, raw_slack_audit: pd.DataFrame,
+                      raw_text: bool = True) -> tuple[list[pd.DataFrame], list[dict]]:
     """The events of the Reports API activities and of the Slack Audit Logs entries ([google, audit]), and the
     quarantine rows of those that cannot be normalised: the per-record part of :func:`normalise`, which needs no
-    state (the accessLogs part does)."""
+    state (the accessLogs part does). Without `raw_text`, the events' ``raw`` column holds the position of their
+    raw row (:func:`with_raw_text`)."""
     quarantined: list[dict] = []
     parts = [
-        _per_record(raw_google, google_event_rows, quarantined),
-        _per_record(raw_slack_audit, _slack_audit_rows, quarantined),
+        _per_record(raw_google, google_event_rows, quarantined, raw_text),
+        _per_record(raw_slack_audit, _slack_audit_rows, quarantined, raw_text),
     ]
     return parts, quarantined
 
