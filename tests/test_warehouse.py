@@ -163,3 +163,36 @@ def test_known_tables_are_not_asked_for_again_and_a_drop_forgets_them(wh, monkey
     wh.execute('DROP TABLE "cache_probe"')
     assert not wh.table_exists("cache_probe")
     assert wh.read_table("cache_probe").empty  # (read as an empty frame, not a missing-table error)
+
+
+def test_a_stage_that_does_not_read_back_fails_the_write_and_writes_nothing(wh, monkeypatch):
+    """insert_new and upsert stage the frame first; a stage whose keys do not read back as many as the frame holds
+    (DuckDB 2.0 once counted a batch it never scanned, and the batch was lost) is loaded again from the frame
+    without Arrow, and if that fails too the whole write fails."""
+    from watch_pipeline.core.schema import Column
+    from watch_pipeline.warehouse import register_table
+
+    register_table("stage_probe", (Column("k", "VARCHAR", "key"), Column("v", "BIGINT", "value")))
+    assert wh.insert_new("stage_probe", pd.DataFrame({"k": ["a", "b"], "v": [1, 2]}), "k") == 2
+    real = type(wh)._insert_frame
+
+    def short(self, cur, table, df):  # the stage gets one row less than the frame
+        return real(self, cur, table, df.iloc[:-1] if table.startswith("_stage_") else df)
+
+    monkeypatch.setattr(type(wh), "_insert_frame", short)
+    monkeypatch.setattr(type(wh), "_insert_frame_plain", short)
+    for write in (wh.insert_new, wh.upsert):
+        with pytest.raises(RuntimeError, match=r"staging 2 rows \(2 keys\) for table 'stage_probe' read back 1 keys"):
+            write("stage_probe", pd.DataFrame({"k": ["b", "c"], "v": [5, 3]}), "k")
+    # the fast load alone short: the plain load stands in
+    monkeypatch.setattr(type(wh), "_insert_frame_plain", real)
+    assert wh.insert_new("stage_probe", pd.DataFrame({"k": ["e"], "v": [7]}), "k") == 1
+    wh.execute("DELETE FROM stage_probe WHERE k = 'e'")
+    monkeypatch.setattr(type(wh), "_insert_frame", real)
+    kept = wh.read_table("stage_probe").sort_values("k")
+    assert kept["k"].tolist() == ["a", "b"] and kept["v"].tolist() == [1, 2]  # rolled back: nothing written
+    assert not [t for t in wh.query_df("SELECT table_name FROM information_schema.tables")["table_name"]
+                if t.startswith("_stage_")]  # (temporary stages go with their transaction)
+    assert wh.upsert("stage_probe", pd.DataFrame({"k": ["b", "c"], "v": [5, 3]}), "k") == 2
+    assert wh.insert_new("stage_probe", pd.DataFrame({"k": ["c", "d"], "v": [9, 4]}), "k") == 1
+    assert dict(zip(*wh.read_table("stage_probe")[["k", "v"]].T.values)) == {"a": 1, "b": 5, "c": 3, "d": 4}
