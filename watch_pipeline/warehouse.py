@@ -360,17 +360,16 @@ class DuckDBWarehouse(Warehouse):
         cur.execute(sql, list(params) if params is not None else None)
 
     def _insert_frame(self, cur: Any, table: str, df: pd.DataFrame) -> None:
-        cur.register("_frame", _as_arrow(df))
-        try:
-            cols = ", ".join(f'"{c}"' for c in df.columns)
-            cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _frame')
-        finally:
-            cur.unregister("_frame")
+        self._insert_scan(cur, table, _as_arrow(df), df.columns)
 
     def _insert_frame_plain(self, cur: Any, table: str, df: pd.DataFrame) -> None:
-        cur.register("_frame", df)  # the frame, not _as_arrow's Arrow table
+        self._insert_scan(cur, table, df, df.columns)  # the frame, not _as_arrow's Arrow table
+
+    @staticmethod
+    def _insert_scan(cur: Any, table: str, data: Any, columns) -> None:
+        cur.register("_frame", data)
         try:
-            cols = ", ".join(f'"{c}"' for c in df.columns)
+            cols = ", ".join(f'"{c}"' for c in columns)
             cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _frame')
         finally:
             cur.unregister("_frame")
