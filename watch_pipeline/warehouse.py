@@ -138,14 +138,37 @@ class Warehouse:
         where: str,
         params: Sequence[Any] | None = None,
     ) -> int:
-        """Delete the rows matching `where` and insert `df`, in one transaction. Returns rows inserted."""
+        """Delete the rows matching `where` and insert `df`, in one transaction. Returns rows inserted.
+
+        Where the engine can count the frame's rows in the window (DuckDB), the window is counted back after the
+        insert, by a scan: a load that does not read back (see `_staged`) is done again without the fast path, and
+        if that fails too the write fails and rolls back, naming the counts."""
         self.ensure_table(table)
         frame = self.conform(table, df)
         with self.transaction() as cur:
             self._execute(cur, f'DELETE FROM "{table}" WHERE {where}', params)
             if len(frame):
-                self._insert_frame(cur, table, frame)
+                expected = self._frame_rows_where(cur, frame, where, params)
+                for load in (self._insert_frame, self._insert_frame_plain):
+                    load(cur, table, frame)
+                    if expected is None:
+                        break
+                    self._execute(cur, f'SELECT COUNT(*) FROM "{table}" WHERE {where}', params)
+                    found = int(cur.fetchall()[0][0])
+                    if found == expected:
+                        break
+                    logging.getLogger(__name__).warning(
+                        "writing %s rows into table %r read back %s of the %s in its window: writing them again",
+                        len(frame), table, found, expected)
+                    self._execute(cur, f'DELETE FROM "{table}" WHERE {where}', params)
+                else:
+                    raise RuntimeError(f"writing {len(frame)} rows into table {table!r} read back {found} of the "
+                                       f"{expected} in the window {where}: nothing was written")
         return len(frame)
+
+    def _frame_rows_where(self, cur: Any, frame: pd.DataFrame, where: str, params: Sequence[Any] | None) -> int | None:
+        """How many rows of `frame` match `where`, or None when the engine cannot count them in place."""
+        return None
 
     def replace_partitions(self, table: str, df: pd.DataFrame, days: Sequence[str], column: str = "partition_date") -> int:
         """Replace whole daily partitions (ISO dates) of `table` with `df`."""
@@ -171,7 +194,7 @@ class Warehouse:
             for load in (self._insert_frame, self._insert_frame_plain):
                 load(cur, stage, frame)
                 self._execute(cur, f'SELECT COUNT(DISTINCT "{key}") FROM "{stage}"')
-                found = int(cur.fetchone()[0])
+                found = int(cur.fetchall()[0][0])
                 if found == expected:
                     break
                 logging.getLogger(__name__).warning(
@@ -361,6 +384,15 @@ class DuckDBWarehouse(Warehouse):
 
     def _insert_frame(self, cur: Any, table: str, df: pd.DataFrame) -> None:
         self._insert_scan(cur, table, _as_arrow(df), df.columns)
+
+    def _frame_rows_where(self, cur: Any, frame: pd.DataFrame, where: str, params: Sequence[Any] | None) -> int | None:
+        # only the columns `where` names (a name that merely occurs in it costs a column, nothing else)
+        cur.register("_window_check", frame[[c for c in frame.columns if c in where] or list(frame.columns[:1])])
+        try:
+            self._execute(cur, f"SELECT COUNT(*) FROM _window_check WHERE {where}", params)
+            return int(cur.fetchall()[0][0])
+        finally:
+            cur.unregister("_window_check")
 
     def _insert_frame_plain(self, cur: Any, table: str, df: pd.DataFrame) -> None:
         self._insert_scan(cur, table, df, df.columns)  # the frame, not _as_arrow's Arrow table
