@@ -187,11 +187,11 @@ class Warehouse:
         records were never landed (a 60-day landing, about 1 run in 4). So its distinct keys are counted with a
         scan; a stage that does not give them all back is loaded again from the frame itself (DuckDB's own
         conversion), and if that fails too the write fails and rolls back, naming the counts."""
-        stage = f"_stage_{table}_{uuid.uuid4().hex[:12]}"
         expected = int(frame[key].nunique())
         with self.transaction() as cur:
-            self._execute(cur, f'CREATE TEMP TABLE "{stage}" AS SELECT * FROM "{table}" WHERE 1=0')
             for load in (self._insert_frame, self._insert_frame_plain):
+                stage = f"_stage_{table}_{uuid.uuid4().hex[:12]}"
+                self._execute(cur, f'CREATE TEMP TABLE "{stage}" AS SELECT * FROM "{table}" WHERE 1=0')
                 load(cur, stage, frame)
                 self._execute(cur, f'SELECT COUNT(DISTINCT "{key}") FROM "{stage}"')
                 found = int(cur.fetchall()[0][0])
@@ -200,7 +200,7 @@ class Warehouse:
                 logging.getLogger(__name__).warning(
                     "staging %s rows for table %r read back %s of %s keys: loading them again", len(frame), table, found,
                     expected)
-                self._execute(cur, f'DELETE FROM "{stage}"')
+                self._execute(cur, f'DROP TABLE "{stage}"')  # a new stage for the second load
             else:
                 raise RuntimeError(f"staging {len(frame)} rows ({expected} keys) for table {table!r} read back "
                                    f"{found} keys: nothing was written")
