@@ -182,11 +182,11 @@ class Warehouse:
     def _staged(self, table: str, frame: pd.DataFrame, key: str) -> Iterator[tuple[Any, str]]:
         """A transaction with `frame` loaded into a new temporary copy of `table`'s columns: (cursor, stage name).
 
-        The stage is read back before it is used: with DuckDB 2.0, a stage loaded from an Arrow table once counted
-        a batch's 113,737 rows (``COUNT(*)``, from its metadata) while a scan found none of them, and the batch's
-        records were never landed (a 60-day landing, about 1 run in 4). So its distinct keys are counted with a
-        scan; a stage that does not give them all back is loaded again from the frame itself (DuckDB's own
-        conversion), and if that fails too the write fails and rolls back, naming the counts."""
+        The stage is read back before it is used: with DuckDB 2.0.0, a stage loaded from an Arrow table counted a
+        batch's 113,737 rows (``COUNT(*)``, from its metadata) while a scan found none of them, and the batch's
+        records were never landed (6 of 27 landings of 60 days; docs/performance.md, runs P-S). So its distinct
+        keys are counted with a scan; a stage that does not give them all back is dropped and the frame loaded into
+        a new one without the fast path, and if that fails too the write fails and rolls back, naming the counts."""
         expected = int(frame[key].nunique())
         with self.transaction() as cur:
             for load in (self._insert_frame, self._insert_frame_plain):

@@ -188,7 +188,9 @@ def prepare_day(raw_google: pd.DataFrame, raw_slack_audit: pd.DataFrame, raw_sla
     if geo_paths is not None:
         if geo_paths not in _HELPER_GEO:  # opened once per helper process
             _HELPER_GEO[geo_paths] = GeoIPLookup(*geo_paths)
-        ips = [f["ip"] for f in records[0] if len(f)] + ([access_rows["ip"]] if access_rows is not None and "ip" in access_rows else [])
+        ips = [f["ip"] for f in records[0] if len(f)]
+        if access_rows is not None and "ip" in access_rows:
+            ips.append(access_rows["ip"])
         geo_rows = _HELPER_GEO[geo_paths].lookup_rows(pd.concat(ips, ignore_index=True).dropna().tolist()) if ips else {}
     return {"records": records, "access_rows": access_rows, "geo_rows": geo_rows}
 
