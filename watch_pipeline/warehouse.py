@@ -147,24 +147,37 @@ class Warehouse:
         frame = self.conform(table, df)
         with self.transaction() as cur:
             self._execute(cur, f'DELETE FROM "{table}" WHERE {where}', params)
-            if len(frame):
-                expected = self._frame_rows_where(cur, frame, where, params)
-                for load in (self._insert_frame, self._insert_frame_plain):
-                    load(cur, table, frame)
-                    if expected is None:
-                        break
-                    self._execute(cur, f'SELECT COUNT(*) FROM "{table}" WHERE {where}', params)
-                    found = int(cur.fetchall()[0][0])
-                    if found == expected:
-                        break
-                    logging.getLogger(__name__).warning(
-                        "writing %s rows into table %r read back %s of the %s in its window: writing them again",
-                        len(frame), table, found, expected)
+            expected = self._frame_rows_where(cur, frame, where, params) if len(frame) else None
+
+            def attempt(load) -> int:
+                load(cur, table, frame)
+                found = self._scalar(cur, f'SELECT COUNT(*) FROM "{table}" WHERE {where}', params)
+                if found != expected:
                     self._execute(cur, f'DELETE FROM "{table}" WHERE {where}', params)
-                else:
-                    raise RuntimeError(f"writing {len(frame)} rows into table {table!r} read back {found} of the "
-                                       f"{expected} in the window {where}: nothing was written")
+                return found
+
+            if expected is not None:
+                self._load_read_back(attempt, expected, lambda found: (
+                    f"writing {len(frame)} rows into table {table!r} read back {found} of the {expected} in the "
+                    f"window {where}"))
+            elif len(frame):  # (an engine that cannot count the frame in place: as written)
+                self._insert_frame(cur, table, frame)
         return len(frame)
+
+    def _load_read_back(self, attempt, expected: int, what) -> None:
+        """Load with the engine's fast path, then without it: `attempt(load)` loads, reads back by a scan and undoes
+        a load that is short; the second attempt follows a short first one, and a short second one fails the
+        write (its transaction rolls back). `what(found)` names the write in the warning and the error."""
+        for load in (self._insert_frame, self._insert_frame_plain):
+            found = attempt(load)
+            if found == expected:
+                return
+            logging.getLogger(__name__).warning("%s: loading them again", what(found))
+        raise RuntimeError(f"{what(found)}: nothing was written")
+
+    def _scalar(self, cur: Any, sql: str, params: Sequence[Any] | None = None) -> int:
+        self._execute(cur, sql, params)
+        return int(cur.fetchall()[0][0])
 
     def _frame_rows_where(self, cur: Any, frame: pd.DataFrame, where: str, params: Sequence[Any] | None) -> int | None:
         """How many rows of `frame` match `where`, or None when the engine cannot count them in place."""
@@ -189,21 +202,20 @@ class Warehouse:
         a new one without the fast path, and if that fails too the write fails and rolls back, naming the counts."""
         expected = int(frame[key].nunique())
         with self.transaction() as cur:
-            for load in (self._insert_frame, self._insert_frame_plain):
-                stage = f"_stage_{table}_{uuid.uuid4().hex[:12]}"
+            stage = ""
+
+            def attempt(load) -> int:
+                nonlocal stage
+                stage = f"_stage_{table}_{uuid.uuid4().hex[:12]}"  # a new stage for each load
                 self._execute(cur, f'CREATE TEMP TABLE "{stage}" AS SELECT * FROM "{table}" WHERE 1=0')
                 load(cur, stage, frame)
-                self._execute(cur, f'SELECT COUNT(DISTINCT "{key}") FROM "{stage}"')
-                found = int(cur.fetchall()[0][0])
-                if found == expected:
-                    break
-                logging.getLogger(__name__).warning(
-                    "staging %s rows for table %r read back %s of %s keys: loading them again", len(frame), table, found,
-                    expected)
-                self._execute(cur, f'DROP TABLE "{stage}"')  # a new stage for the second load
-            else:
-                raise RuntimeError(f"staging {len(frame)} rows ({expected} keys) for table {table!r} read back "
-                                   f"{found} keys: nothing was written")
+                found = self._scalar(cur, f'SELECT COUNT(DISTINCT "{key}") FROM "{stage}"')
+                if found != expected:
+                    self._execute(cur, f'DROP TABLE "{stage}"')
+                return found
+
+            self._load_read_back(attempt, expected, lambda found: (
+                f"staging {len(frame)} rows ({expected} keys) for table {table!r} read back {found} keys"))
             yield cur, stage
             self._execute(cur, f'DROP TABLE "{stage}"')
 
@@ -239,8 +251,7 @@ class Warehouse:
         return len(frame)
 
     def _count(self, cur: Any, table: str) -> int:
-        self._execute(cur, f'SELECT COUNT(*) FROM "{table}"')
-        return int(cur.fetchone()[0])
+        return self._scalar(cur, f'SELECT COUNT(*) FROM "{table}"')
 
     def table_exists(self, table: str) -> bool:
         if table in self._known():
@@ -389,8 +400,7 @@ class DuckDBWarehouse(Warehouse):
         # only the columns `where` names (a name that merely occurs in it costs a column, nothing else)
         cur.register("_window_check", frame[[c for c in frame.columns if c in where] or list(frame.columns[:1])])
         try:
-            self._execute(cur, f"SELECT COUNT(*) FROM _window_check WHERE {where}", params)
-            return int(cur.fetchall()[0][0])
+            return self._scalar(cur, f"SELECT COUNT(*) FROM _window_check WHERE {where}", params)
         finally:
             cur.unregister("_window_check")
 

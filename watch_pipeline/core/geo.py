@@ -19,6 +19,8 @@ import maxminddb
 import numpy as np
 import pandas as pd
 
+from watch_pipeline.core.frames import take_strings
+
 GEO_COLUMNS = ("ip_internal", "geo_country", "geo_subdivision", "geo_city", "geo_lat", "geo_lon",
                "geo_accuracy_km", "asn", "asn_org", "geo_network")
 _FLOAT_COLUMNS = ("geo_lat", "geo_lon", "geo_accuracy_km")
@@ -234,17 +236,6 @@ class GeoIPLookup:
         columns = list(zip(*rows)) if rows else [()] * len(GEO_COLUMNS)
         # object columns: expand() turns them into typed columns in one step each
         return pd.DataFrame({c: np.array(v, dtype=object) for c, v in zip(GEO_COLUMNS, columns)})
-
-
-def take_strings(values, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """``values[codes]`` as a pandas string array (None and code -1 -> NA).
-
-    The per-distinct values are made a string array once and gathered with ``take`` in C: building a 1 M-row
-    string column from a Python object array costs seconds under pandas' Arrow-backed ``str`` dtype.
-    """
-    if isinstance(values, (pd.Series, pd.Index)):
-        values = values.to_numpy(dtype=object)
-    return pd.array(values, dtype="str").take(codes, allow_fill=True)
 
 
 def expand(table: pd.DataFrame, codes: np.ndarray, index: pd.Index) -> pd.DataFrame:

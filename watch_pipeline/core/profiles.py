@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from watch_pipeline.core.frames import sort_by_time_and_id
+from watch_pipeline.core.frames import sort_by_time_and_id, take_strings
 
 # Pseudo-field counting every event of an actor (value "*"): gives event and active-day totals for cold start.
 ACTIVITY_FIELD = "*"
@@ -458,11 +458,11 @@ class ActorProfiles:
         batch = slice(n_state, None)
         scores = pd.DataFrame(
             {
-                "event_id": _str_column(ev["event_id"], order[keep]),
-                "actor": _str_column(a_uniq, a_code[batch][keep]),
+                "event_id": take_strings(ev["event_id"], order[keep]),
+                "actor": take_strings(a_uniq, a_code[batch][keep]),
                 "event_time": times[keep],
-                "field": _str_column(f_uniq, f_code[batch][keep]),
-                "value": _str_column(v_uniq, v_code[batch][keep]),
+                "field": take_strings(f_uniq, f_code[batch][keep]),
+                "value": take_strings(v_uniq, v_code[batch][keep]),
                 "count": count_before[keep],
                 "total": total_before[keep],
                 "distinct": distinct_before.astype("int64")[keep],
@@ -512,9 +512,9 @@ class ActorProfiles:
         new_state = pd.DataFrame(
             {
                 # (text from the codes, as the scores above)
-                "actor": _str_column(a_uniq, np.concatenate([a_code[:n_state], a_code[batch][fresh]])),
-                "field": _str_column(f_uniq, np.concatenate([f_code[:n_state], f_code[batch][fresh]])),
-                "value": _str_column(v_uniq, np.concatenate([v_code[:n_state], v_code[batch][fresh]])),
+                "actor": take_strings(a_uniq, np.concatenate([a_code[:n_state], a_code[batch][fresh]])),
+                "field": take_strings(f_uniq, np.concatenate([f_code[:n_state], f_code[batch][fresh]])),
+                "value": take_strings(v_uniq, np.concatenate([v_code[:n_state], v_code[batch][fresh]])),
                 "count": np.concatenate([count, b_w[~old]]) * decay,
                 "events": np.concatenate([events_total, b_events[~old]]).astype("int64"),
                 "days": np.concatenate([days_total, b_days[~old]]).astype("int64"),
@@ -532,14 +532,6 @@ def _take(values: np.ndarray, positions: np.ndarray, fill) -> np.ndarray:
     out = np.full(len(positions), fill, dtype=values.dtype)
     out[found] = values[positions[found]]
     return out
-
-
-def _str_column(labels, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """``labels[codes]`` (strings; code -1: missing) as the ``str`` array a frame infers from those values, converted
-    once per label instead of once per row."""
-    if not isinstance(labels, pd.Series) or labels.dtype != "str":
-        labels = pd.array(np.asarray(labels, dtype=object), dtype="str")
-    return pd.array(labels).take(codes, allow_fill=True)
 
 
 def _previous_in_group(codes: np.ndarray) -> np.ndarray:

@@ -67,7 +67,7 @@ def parse_user_agents(uas: pd.Series) -> pd.DataFrame:
     codes, uniques = pd.factorize(uas, use_na_sentinel=True)
     parsed = [parse_one(str(u)) for u in uniques] + [parse_one("")]  # last row: NA user agents
     take = np.where(codes < 0, len(parsed) - 1, codes)
-    # gather per-distinct strings with a C-level take (see geo.take_strings)
+    # gather per-distinct strings with a C-level take (see frames.take_strings)
     out = pd.DataFrame({c: pd.array([p[i] for p in parsed], dtype="str").take(take)
                         for i, c in enumerate(UA_COLUMNS)}, index=uas.index)
     out.attrs["distinct"] = len(uniques)  # distinct non-missing user agents, for the caller's metadata
