@@ -1,3 +1,4 @@
+import pytest
 import pandas as pd
 
 from watch_pipeline.assets.models import candidate_actors
@@ -81,3 +82,53 @@ def test_scoring_inputs_fall_back_to_the_window_query_when_events_lie_off_their_
     assert folds["n"].iloc[0] > 0
     got = ScoringInputs(wh, cfg)("2026-10-04")["history"]
     pd.testing.assert_frame_equal(got, _window(wh, "2026-10-04"))
+
+
+def _same_fit(a, b) -> None:
+    for k in ("networks_", "apps_", "active_users_", "pairs_", "blocks_", "home_lines_", "home_city_",
+              "home_country_", "devices_", "dev_major_"):
+        v, w = getattr(a, k), getattr(b, k)
+        if isinstance(v, pd.DataFrame):
+            pd.testing.assert_frame_equal(v, w, obj=k)
+        elif isinstance(v, pd.Series):
+            pd.testing.assert_series_equal(v, w, obj=k)
+        else:
+            assert v == w, k
+
+
+@pytest.mark.parametrize("off_partition", [False, True])
+def test_fits_ahead_in_a_helper_equal_fitting_each_day_in_process(tmp_path, off_partition):
+    """A range's scorers are fitted one day ahead in a helper process that keeps the window's folds (FitsAhead):
+    each must equal the scorer fitted here on the day's history, also when events lie off their partition's day
+    (then the helper is sent the whole window's history)."""
+    from types import SimpleNamespace
+
+    from watch_pipeline.assets.models import FitsAhead, ScoringInputs
+    from watch_pipeline.core.scoring import RiskScorer
+    from watch_pipeline.warehouse import open_warehouse
+
+    wh = open_warehouse(path=tmp_path / "wh.duckdb")
+    cfg = SimpleNamespace(baseline=SimpleNamespace(window_days=3), models=SimpleNamespace(min_events=5, min_days=2))
+    days = [d.date().isoformat() for d in pd.date_range("2026-10-01", "2026-10-07")]
+    for i, day in enumerate(days):
+        shift = -12 if off_partition and i == 2 else 0  # (late events of the day before filed under this one)
+        wh.replace_partitions("events", _events(day, 20 + 7 * i, shift_hours=shift), [day])
+    scored = days[1:]
+    whole_windows = []
+
+    class Counted(ScoringInputs):
+        def read_history(self, window):
+            whole_windows.append(window)
+            return super().read_history(window)
+
+    fits = FitsAhead(Counted(wh, cfg), scored)
+    try:
+        for i, day in enumerate(scored):
+            got = fits.take(i)
+            assert got.active_users_ > 0
+            _same_fit(RiskScorer().fit(ScoringInputs(wh, cfg)(day)["history"]), got)
+        # a window with the late events went whole (3 of them hold 10-03); the others went fold by fold
+        assert len(whole_windows) == (3 if off_partition else 0)
+        assert fits._sent == set(ScoringInputs(wh, cfg).window(scored[-1]))
+    finally:
+        fits.close()

@@ -619,3 +619,29 @@ def test_prior_days_follow_the_time_order_of_the_rows(shifted):
     assert set(got) == set(want) and len(want) >= 4
     for field, values in want.items():
         assert got[field].tolist() == pytest.approx(values, nan_ok=True), field
+
+
+def test_fit_window_keeps_the_folds_it_was_sent_and_fits_like_the_whole_window(hist):
+    """A helper process fits each day's scorer from the partitions' folds it keeps (``fit_window``); it must fit
+    what the window's concatenated folds give, drop the folds the window left, and refuse a window it lacks."""
+    from watch_pipeline.core.scoring import _WINDOW_FOLDS, aggregate_history, fit_window
+
+    fit_window([], {}, history=hist.head(0))  # (clears what an earlier test left in this process)
+    day = pd.to_datetime(hist["event_time"]).dt.normalize()
+    folds = {d.date(): aggregate_history(hist[day == d]) for d in sorted(day.unique())}
+    parts = list(folds)
+    window, sent = 3, set()
+    for end in range(window, len(parts) + 1):
+        days = parts[end - window:end]
+        new = {d: folds[d] for d in days if d not in sent}
+        sent |= set(new)
+        assert len(new) == (window if end == window else 1)
+        got = fit_window(days, new)
+        want = RiskScorer().fit(pd.concat([folds[d] for d in days], ignore_index=True))
+        _assert_same_state(_fit_state(want), _fit_state(got))
+        assert set(_WINDOW_FOLDS) == set(days)  # only the window's partitions are kept
+    with pytest.raises(RuntimeError, match="no folded history kept"):
+        fit_window(parts[:window], {})
+    whole = fit_window(parts[-window:], {}, history=hist)
+    _assert_same_state(_fit_state(RiskScorer().fit(hist)), _fit_state(whole))
+    assert not _WINDOW_FOLDS

@@ -264,32 +264,52 @@ class ScoringInputs:
             self._events[day] = day_events(self.wh, day.isoformat(), in_time_order=True)
         return self._events[day]
 
-    def _history(self, start, end) -> pd.DataFrame | None:
-        """The folded history of partitions [start, end): one query for the partitions not kept yet."""
+    def window(self, day: str) -> list:
+        """The partition days of ``day``'s history window, oldest first."""
+        start = _day(pd.Timestamp(day) - pd.Timedelta(days=self.cfg.baseline.window_days))
+        return [start + timedelta(days=i) for i in range((_day(day) - start).days)]
+
+    def read_folds(self, days: list) -> dict | None:
+        """Partition day -> its folded history, for ``days`` (one query); None unless every fold row lies on its
+        partition's day (how the pipeline writes events): only then is a window's fold the partitions' folds in
+        day order, groups and order alike, and each partition one slice of the time-ordered rows."""
         from watch_pipeline.core.scoring import history_sql
 
         wh = self.wh
-        if not wh.table_exists("events"):
+        rows = wh.query_df(history_sql("events", wh.param(), by_partition=True), [min(days), max(days) + timedelta(days=1)])
+        part = pd.to_datetime(rows.pop("partition")).to_numpy().astype("datetime64[D]")
+        if not (pd.to_datetime(rows["event_time"]).to_numpy().astype("datetime64[D]") == part).all():
             return None
-        days = [start + timedelta(days=i) for i in range((end - start).days)]
-        self._folds = {d: f for d, f in self._folds.items() if start <= d < end}
+        folds = {}
+        for d in days:
+            lo, hi = np.searchsorted(part, [np.datetime64(d, "D"), np.datetime64(d + timedelta(days=1), "D")])
+            folds[d] = rows.iloc[lo:hi]
+        return folds
+
+    def read_history(self, days: list) -> pd.DataFrame:
+        """The folded history of the partitions ``days`` (consecutive) as one query, fold by fold or not."""
+        from watch_pipeline.core.scoring import history_sql
+
+        p = self.wh.param()
+        return self.wh.query_df(history_sql("events", p), [days[0], days[-1] + timedelta(days=1)])
+
+    def _history(self, day: str) -> pd.DataFrame | None:
+        """The folded history of ``day``'s window: one query for the partitions not kept yet."""
+        if not self.wh.table_exists("events"):
+            return None
+        days = self.window(day)
+        self._folds = {d: f for d, f in self._folds.items() if d in set(days)}
         missing = [d for d in days if d not in self._folds]
         if missing:
-            p = wh.param()
-            rows = wh.query_df(history_sql("events", p, by_partition=True), [min(missing), max(missing) + timedelta(days=1)])
-            part = pd.to_datetime(rows.pop("partition")).to_numpy().astype("datetime64[D]")
-            # Kept per partition only while every fold row lies on its partition's day (how the pipeline writes
-            # events): then the window's fold is the partitions' folds in day order, groups and order alike, and
-            # each partition is one slice of the time-ordered rows.
-            if not (pd.to_datetime(rows["event_time"]).to_numpy().astype("datetime64[D]") == part).all():
+            folds = self.read_folds(missing)
+            if folds is None:
                 self._folds = {}
-                return wh.query_df(history_sql("events", p), [start, end])
-            for d in missing:
-                lo, hi = np.searchsorted(part, [np.datetime64(d, "D"), np.datetime64(d + timedelta(days=1), "D")])
-                self._folds[d] = rows.iloc[lo:hi]
+                return self.read_history(days)
+            self._folds.update(folds)
         return pd.concat([self._folds[d] for d in days], ignore_index=True)
 
-    def __call__(self, day: str) -> dict:
+    def __call__(self, day: str, with_history: bool = True) -> dict:
+        """The day's inputs; ``with_history=False`` leaves the history out (a helper fits on it: `FitsAhead`)."""
         from watch_pipeline.core.scoring import PRIOR_COLUMNS, PRIOR_FIELDS
 
         wh, cfg, p = self.wh, self.cfg, self.wh.param()
@@ -297,8 +317,7 @@ class ScoringInputs:
         yesterday = _day(pd.Timestamp(day) - pd.Timedelta(days=1))
         self._events = {d: f for d, f in self._events.items() if d in (today, yesterday)}
         state, _ = latest_snapshot(wh, day, (ACTIVITY_FIELD,))
-        start = _day(pd.Timestamp(day) - pd.Timedelta(days=cfg.baseline.window_days))
-        return {
+        inputs = {
             "events_day": self._day_events(today),
             "profile_scores": wh.read_table(
                 "profile_scores", f"partition_date = {p} AND field IN ({', '.join([p] * len(PRIOR_FIELDS))})",
@@ -307,10 +326,12 @@ class ScoringInputs:
             "peaks": wh.read_table("peaks", f"day = {p}", [today]),
             "forest_scores": wh.read_table("forest_scores", f"partition_date = {p}", [today]),
             "previous_events": self._day_events(yesterday),
+        }
+        if with_history:
             # Organisation context (users per network, roaming networks, OAuth apps) from the window before the
             # day, folded per (day, combination) in the warehouse: a third of the rows of a month of events.
-            "history": self._history(start, today),
-        }
+            inputs["history"] = self._history(day)
+        return inputs
 
 
 def scoring_inputs(wh: Warehouse, cfg, day: str) -> dict:
@@ -318,14 +339,58 @@ def scoring_inputs(wh: Warehouse, cfg, day: str) -> dict:
     return ScoringInputs(wh, cfg)(day)
 
 
-def score_day(inputs: dict) -> tuple[pd.DataFrame, int]:
-    """(risky events of the day, events of the day): the pure part of event_scores, run in a worker for ranges."""
+def score_day(inputs: dict, scorer=None) -> tuple[pd.DataFrame, int]:
+    """(risky events of the day, events of the day): the pure part of event_scores, run in a worker for ranges.
+    ``scorer``: already fitted on the day's history (then ``inputs`` has none)."""
     from watch_pipeline.core.scoring import RiskScorer
 
     x = dict(inputs)
-    scorer = RiskScorer().fit(x.pop("history"))
+    if scorer is None:
+        scorer = RiskScorer().fit(x.pop("history"))
     events_day = x.pop("events_day")
     return scorer.score_samples(events_day, **x), len(events_day)
+
+
+class FitsAhead:
+    """Has a helper process fit the risk scorer of the next day (``core.scoring.fit_window``) while this process
+    scores the current one: the fit is about a third of a day's scoring and needs only the history window, whose
+    partitions' folds the helper keeps, so each day sends it one new fold (~4 MB) and takes back the fitted scorer
+    (~25 MB pickled, ~0.06 s). The window's folds then live in the helper instead of here."""
+
+    def __init__(self, read: ScoringInputs, days: list[str]) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        self.read, self.days = read, days
+        self._sent: set = set()  # partition days whose folds the helper keeps
+        self._pool = ProcessPoolExecutor(max_workers=1)
+        self._queued = {0: self._submit(0)}
+
+    def _submit(self, i: int):
+        from watch_pipeline.core.scoring import fit_window
+
+        read = self.read
+        if not read.wh.table_exists("events"):
+            return self._pool.submit(fit_window, [], {}, None)
+        window = read.window(self.days[i])
+        self._sent &= set(window)  # (the helper drops the others too)
+        missing = [d for d in window if d not in self._sent]
+        folds = read.read_folds(missing) if missing else {}
+        if folds is None:  # events off their partitions' days: the whole window, as in process
+            self._sent = set()
+            return self._pool.submit(fit_window, window, {}, read.read_history(window))
+        self._sent |= set(missing)
+        return self._pool.submit(fit_window, window, folds)
+
+    def take(self, i: int):
+        """The scorer fitted for day i; submits day i + 1's fit first, so the helper works while day i is scored."""
+        if i + 1 < len(self.days):
+            self._queued[i + 1] = self._submit(i + 1)
+        return self._queued.pop(i).result()
+
+    def close(self) -> None:
+        for f in self._queued.values():
+            f.cancel()
+        self._pool.shutdown(wait=True)
 
 
 @daily_asset(
@@ -340,16 +405,20 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     days = partition_days(context)
     total, last = 0, pd.DataFrame()
     read = ScoringInputs(wh, cfg)
-    inputs = (read(day) for day in days)
-    # Each day's scores depend only on tables already built (events, profiles, forests, peaks), so the days of a
-    # range are scored in parallel worker processes while this process reads and writes the warehouse (one writer).
-    # (models.score_jobs: each worker holds a day's inputs, so this trades memory for time.)
+    # Each day's scores depend only on tables already built (events, profiles, forests, peaks). With
+    # models.score_jobs > 1 the days of a range are scored in worker processes while this process reads and writes
+    # the warehouse (one writer); each worker holds a day's inputs, so that trades memory for time.
     n_jobs = min(cfg.models.score_jobs, len(days)) if len(days) >= PARALLEL_MIN_DAYS else 1
+    fits = None
     if n_jobs > 1:
         scored_days = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")(
-            delayed(score_day)(x) for x in inputs)
+            delayed(score_day)(read(day)) for day in days)
+    elif len(days) >= PARALLEL_MIN_DAYS:
+        # One process scores, a helper fits the next day's scorer meanwhile (FitsAhead): both cores, little memory.
+        fits = FitsAhead(read, days)
+        scored_days = (score_day(read(day, with_history=False), fits.take(i)) for i, day in enumerate(days))
     else:
-        scored_days = (score_day(x) for x in inputs)
+        scored_days = (score_day(read(day)) for day in days)
     try:
         for day, (scored, n_events) in zip(days, scored_days):
             scored.insert(0, "partition_date", _day(day))
@@ -357,6 +426,8 @@ def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource
             last = scored if len(scored) else last
             context.log.info(f"event_scores {day}: {len(scored):,} risky events of {n_events:,}")
     finally:
+        if fits is not None:
+            fits.close()
         if n_jobs > 1:  # idle workers keep their memory until they time out: give it back now
             get_reusable_executor().shutdown(wait=True)
     return dg.MaterializeResult(

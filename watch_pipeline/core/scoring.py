@@ -1085,3 +1085,28 @@ def _impossible_travel(ev: pd.DataFrame, previous: pd.DataFrame | None, networks
             f"({v:,.0f} km/h)"
         )
     return out
+
+
+# In a helper process that fits the scorer ahead of the day being scored (``fit_window``): partition day -> that
+# partition's folded history, for the partitions of the current window only.
+_WINDOW_FOLDS: dict = {}
+
+
+def fit_window(days: list, new_folds: dict, history: pd.DataFrame | None = None) -> RiskScorer:
+    """``RiskScorer().fit`` on the folded history of the partitions ``days``, for a long-lived helper process.
+
+    The helper keeps each partition's fold (:func:`history_sql` ``by_partition``) while the window still covers
+    it, so the caller sends only the partitions it has not sent yet (``new_folds``: day -> fold): one day's fold
+    a day instead of the whole window's. The window's history is the folds in day order, as the caller would
+    concatenate them. ``history`` given instead is fitted as it is (and the kept folds are dropped)."""
+    if history is not None:
+        _WINDOW_FOLDS.clear()
+        return RiskScorer().fit(history)
+    _WINDOW_FOLDS.update(new_folds)
+    wanted = set(days)
+    for d in [d for d in _WINDOW_FOLDS if d not in wanted]:
+        del _WINDOW_FOLDS[d]
+    missing = [d for d in days if d not in _WINDOW_FOLDS]
+    if missing:  # (the caller's record of what was sent and this process's folds went apart)
+        raise RuntimeError(f"fit_window: no folded history kept for partition(s) {missing[:3]}")
+    return RiskScorer().fit(pd.concat([_WINDOW_FOLDS[d] for d in days], ignore_index=True) if days else None)
