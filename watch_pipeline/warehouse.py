@@ -398,7 +398,8 @@ class DuckDBWarehouse(Warehouse):
 
     def _frame_rows_where(self, cur: Any, frame: pd.DataFrame, where: str, params: Sequence[Any] | None) -> int | None:
         # only the columns `where` names (a name that merely occurs in it costs a column, nothing else)
-        cur.register("_window_check", frame[[c for c in frame.columns if c in where] or list(frame.columns[:1])])
+        # (as Arrow where it converts exactly: DuckDB scans date objects in a frame one by one, ~4x slower)
+        cur.register("_window_check", _as_arrow(frame[[c for c in frame.columns if c in where] or list(frame.columns[:1])]))
         try:
             return self._scalar(cur, f"SELECT COUNT(*) FROM _window_check WHERE {where}", params)
         finally:

@@ -14,7 +14,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky import get_reusable_executor
 
 from watch_pipeline.assets.baseline import EVENT_COLUMNS_NO_RAW, day_events, peaks
-from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
+from watch_pipeline.assets.common import daily_asset, count_table, give_back_memory, markdown_preview, partition_days
 from watch_pipeline.assets.events import events
 from watch_pipeline.core import schema
 from watch_pipeline.core.busybody import UserForest, deserialize, fit_user_models, serialize
@@ -101,6 +101,7 @@ def profiles_model(cfg, state: pd.DataFrame) -> ActorProfiles:
     "stores the scores of its events against the state before them, and a snapshot of the state at its end.",
 )
 def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    give_back_memory()
     cfg = settings.load()
     wh = warehouse.get()
     days = partition_days(context)
@@ -117,10 +118,14 @@ def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     event_columns = {c.name for c in schema.EVENT_COLUMNS}
     columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["event_id", "actor", "event_time", *model.fields])
                         if c in event_columns)
-    # a day's scores and snapshot are written while the next day is computed (nothing here reads them back)
+    # A day's scores and snapshot are written while the next day is computed (nothing here reads them back), and
+    # the next day's events are read on the same writer thread meanwhile (this step does not write events).
     with wh.write_behind() as write:
-        for day in days:
-            ev = day_events(wh, day, columns, in_time_order=True)
+        upcoming = write(day_events, wh, days[0], columns, in_time_order=True)
+        for i, day in enumerate(days):
+            ev = upcoming.result()
+            if i + 1 < len(days):
+                upcoming = write(day_events, wh, days[i + 1], columns, in_time_order=True)
             scores = model.score_and_update(ev)  # in (event_time, event_id) order, whatever the storage order
             scores.insert(0, "partition_date", _day(day))
             write(wh.replace_partitions, "profile_scores", scores, [day])
@@ -400,6 +405,7 @@ class FitsAhead:
     "with organisation context, peaks and vendor signals; each score carries its reasons and numbers.",
 )
 def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    give_back_memory()
     cfg = settings.load()
     wh = warehouse.get()
     days = partition_days(context)
