@@ -76,7 +76,8 @@ class ModelSettings(_Strict):
     min_days: int = Field(7, ge=1, description="cold start: active days before a user's model is established")
     n_jobs: int = Field(2, ge=1, description="worker processes fitting the per-user forests")
     score_jobs: int = Field(1, ge=1, description="worker processes scoring the days of a range (each holds a day's "
-                            "inputs, ~0.5 GB at 5,000 people: faster backfills for more memory)")
+                            "inputs, ~0.5 GB at 5,000 people); with 1, this process scores and one helper process "
+                            "fits the next day's scorer meanwhile")
 
 
 class AllowEntry(_Strict):
