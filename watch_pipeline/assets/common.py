@@ -11,23 +11,6 @@ from watch_pipeline.partitions import daily_partitions
 OWNERS = ["team:security-data"]
 
 
-def give_back_memory() -> None:
-    """Return the memory freed by the steps before to the system: Arrow's allocator (mimalloc) keeps freed pages
-    for reuse, ~0.1 GB after a range of events. Called where a step with a large peak starts, so that a run's
-    peak is the step's own, not the step's plus what earlier steps left behind."""
-    import ctypes
-    import gc
-
-    import pyarrow as pa
-
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # (glibc: trim the heap's free top and unused pages)
-    except (OSError, AttributeError):  # another C library: nothing to trim
-        pass
-
-
 def daily_asset(*, kinds=frozenset({"python", "duckdb"}), **kwargs):
     """@dg.asset for a daily partitioned asset that runs a range in one run (it loops over its partition keys and
     replaces each day's window)."""

@@ -6,7 +6,7 @@ from datetime import datetime
 import dagster as dg
 import pandas as pd
 
-from watch_pipeline.assets.common import column_schema, daily_asset, count_table, give_back_memory, markdown_preview, partition_days
+from watch_pipeline.assets.common import column_schema, daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.ingest import RAW_KEYS
 from watch_pipeline.core import schema
 from watch_pipeline.core.enrich import enrich_events
@@ -245,7 +245,6 @@ class _RecordsAhead:
     ),
 )
 def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
-    give_back_memory()
     cfg = settings.load()
     wh = warehouse.get()
     geo = open_geoip(cfg, context.log)

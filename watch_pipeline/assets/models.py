@@ -14,7 +14,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky import get_reusable_executor
 
 from watch_pipeline.assets.baseline import EVENT_COLUMNS_NO_RAW, day_events, peaks
-from watch_pipeline.assets.common import daily_asset, count_table, give_back_memory, markdown_preview, partition_days
+from watch_pipeline.assets.common import daily_asset, count_table, markdown_preview, partition_days
 from watch_pipeline.assets.events import events
 from watch_pipeline.core import schema
 from watch_pipeline.core.busybody import UserForest, deserialize, fit_user_models, serialize
@@ -101,7 +101,6 @@ def profiles_model(cfg, state: pd.DataFrame) -> ActorProfiles:
     "stores the scores of its events against the state before them, and a snapshot of the state at its end.",
 )
 def actor_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
-    give_back_memory()
     cfg = settings.load()
     wh = warehouse.get()
     days = partition_days(context)
@@ -405,7 +404,6 @@ class FitsAhead:
     "with organisation context, peaks and vendor signals; each score carries its reasons and numbers.",
 )
 def event_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
-    give_back_memory()
     cfg = settings.load()
     wh = warehouse.get()
     days = partition_days(context)
