@@ -222,3 +222,34 @@ def test_a_window_that_does_not_read_back_is_written_again_or_fails(wh, monkeypa
     # rows of the frame outside the window are not expected in it (the caller's business, as before)
     monkeypatch.setattr(type(wh), "_insert_frame", real_fast)
     assert wh.replace_window("window_probe", pd.DataFrame({"day": ["d2", "d3"], "v": [1, 1]}), "day = ?", ["d2"]) == 2
+
+
+def test_page_cache_is_capped_for_a_block_and_put_back(wh, monkeypatch, tmp_path):
+    """event_scores caps DuckDB's page cache while it runs: the limit drops inside the block, comes back after it
+    (after an error too), and a cap above the configured limit never raises it."""
+    def limit(w):
+        return w.query_df("SELECT current_setting('memory_limit') AS m")["m"].iloc[0]
+
+    configured = limit(wh)
+    assert configured == "488.2 MiB"  # the default 512MB, as DuckDB shows it
+    with wh.page_cache_at_most("256MB"):
+        assert limit(wh) == "244.1 MiB"
+        assert wh.query_df("SELECT COUNT(*) AS n FROM t")["n"].iloc[0] == 3  # queries still run
+    assert limit(wh) == configured
+    with pytest.raises(RuntimeError):
+        with wh.page_cache_at_most("128MB"):
+            assert limit(wh) == "122.0 MiB"
+            raise RuntimeError("a failed step")
+    assert limit(wh) == configured
+    with wh.page_cache_at_most("4GB"):
+        assert limit(wh) == configured
+    with pytest.raises(ValueError, match="not a size"):
+        with wh.page_cache_at_most("lots"):
+            pass
+    monkeypatch.setenv("WATCH_DUCKDB_MEMORY_LIMIT", "200MB")  # a smaller configured limit stays as it is
+    small = DuckDBWarehouse(tmp_path / "small.duckdb")
+    try:
+        with small.page_cache_at_most("256MB"):
+            assert limit(small) == "190.7 MiB"
+    finally:
+        small.close()

@@ -38,10 +38,20 @@ DUCKDB_MEMORY_LIMIT = "512MB"
 DUCKDB_CHECKPOINT_THRESHOLD = "256MB"
 
 
+def _size_bytes(size: str) -> float:
+    """Bytes of a size as DuckDB reads it: KB, MB, ... are powers of 1000; KiB, MiB, ... powers of 1024."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B", size.strip(), flags=re.IGNORECASE)
+    if not m:
+        raise ValueError(f"not a size like 512MB or 2GB: {size!r}")
+    return float(m.group(1)) * (1024 if m.group(3) else 1000) ** ("KMGT".index(m.group(2).upper()) + 1)
+
+
 def _size_setting(name: str, default: str) -> str:
     value = os.environ.get(name, default).strip()
-    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value, flags=re.IGNORECASE):
-        raise ValueError(f"{name} must look like 512MB or 2GB, not {value!r}")
+    try:
+        _size_bytes(value)
+    except ValueError:
+        raise ValueError(f"{name} must look like 512MB or 2GB, not {value!r}") from None
     return value
 
 _PG_TYPES = {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT", "BLOB": "BYTEA"}
@@ -298,6 +308,12 @@ class Warehouse:
             with self.transaction() as cur:  # (never a known table: the cache stays)
                 self._execute(cur, f'DROP TABLE "{scratch}"')
 
+    @contextlib.contextmanager
+    def page_cache_at_most(self, size: str) -> Iterator[None]:
+        """Run the block with the engine's in-process page cache limited to `size` (like ``256MB``), then put the
+        limit back. Only DuckDB keeps its cache in this process; elsewhere nothing changes."""
+        yield
+
     @staticmethod
     def write_now(fn, *args, **kwargs):
         """Run a write at once, with the future-like result `write_behind`'s submit gives (the default writer)."""
@@ -368,12 +384,27 @@ class DuckDBWarehouse(Warehouse):
         self._con = duckdb.connect(str(self.path))
         # DuckDB caches table pages up to 80 % of the machine's RAM by default: in a long run that cache, not the
         # pipeline's frames, was most of the process's memory. Larger operations spill to disk beyond the limit.
-        self._con.execute(f"SET memory_limit = '{_size_setting('WATCH_DUCKDB_MEMORY_LIMIT', DUCKDB_MEMORY_LIMIT)}'")
+        self._memory_limit = _size_setting("WATCH_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT)
+        self._con.execute(f"SET memory_limit = '{self._memory_limit}'")
         # DuckDB checkpoints (rewrites the file's metadata, fsyncs) whenever the write-ahead log passes 16 MB: a day
         # of events is more than that, and on a multi-GB file each checkpoint cost seconds. Fewer, larger ones.
         threshold = _size_setting("WATCH_DUCKDB_CHECKPOINT_THRESHOLD", DUCKDB_CHECKPOINT_THRESHOLD)
         self._con.execute(f"SET checkpoint_threshold = '{threshold}'")
         self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def page_cache_at_most(self, size: str) -> Iterator[None]:
+        # Lowering the limit evicts pages at once and gives their memory back (512 -> 256 MB: ~250 MB less RSS).
+        if _size_bytes(size) >= _size_bytes(self._memory_limit):
+            yield
+            return
+        with self._lock:
+            self._con.execute(f"SET memory_limit = '{size}'")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._con.execute(f"SET memory_limit = '{self._memory_limit}'")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -9,7 +9,7 @@ import pytest
 from watch_pipeline.assets import models
 from watch_pipeline.definitions import defs
 from watch_pipeline.settings import load_settings
-from watch_pipeline.warehouse import open_warehouse
+from watch_pipeline.warehouse import DuckDBWarehouse, open_warehouse
 
 
 @pytest.mark.parametrize("score_jobs", [1, 2])
@@ -22,6 +22,9 @@ def test_range_equals_day_by_day_scoring(pipeline_env, small_org, score_jobs, mo
     taken = []
     take = models.FitsAhead.take
     monkeypatch.setattr(models.FitsAhead, "take", lambda self, i: taken.append(i) or take(self, i))
+    caps = []
+    cap = DuckDBWarehouse.page_cache_at_most
+    monkeypatch.setattr(DuckDBWarehouse, "page_cache_at_most", lambda self, size: caps.append(size) or cap(self, size))
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
     with dg.instance_for_test() as instance:
         result = dg.materialize(assets, instance=instance, resources=defs.resources,
@@ -39,6 +42,7 @@ def test_range_equals_day_by_day_scoring(pipeline_env, small_org, score_jobs, mo
         wh.close()
     assert len(expected) > 0
     assert taken == (list(range(len(days))) if score_jobs == 1 else [])  # which path ran
+    assert caps == [models.SCORING_PAGE_CACHE]  # DuckDB's page cache is smaller while the step scores
     key = ["event_id"]
     pd.testing.assert_frame_equal(stored.sort_values(key).reset_index(drop=True),
                                   expected.sort_values(key).reset_index(drop=True), check_dtype=False)
