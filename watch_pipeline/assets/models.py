@@ -247,7 +247,7 @@ def recent_models(wh: Warehouse, actors: list[str], day: str) -> dict[str, UserF
     return {a: deserialize(bytes(b)) for a, b in zip(newest["actor"], newest["blob"])}
 
 
-# A range of at least this many days is scored in parallel (worker start-up costs a few seconds).
+# A range of at least this many days is scored with helper or worker processes (their start-up costs seconds).
 PARALLEL_MIN_DAYS = 4
 # DuckDB's page cache while scoring: the step reads a day at a time, and its peak (this process, the fitting
 # helper) is the run's; halving the cache gave back ~250 MB at 6,250 people, at the same speed.
@@ -294,7 +294,8 @@ class ScoringInputs:
         return folds
 
     def read_history(self, days: list) -> pd.DataFrame:
-        """The folded history of the partitions ``days`` (consecutive) as one query, fold by fold or not."""
+        """The folded history of the partitions ``days`` (consecutive) in one query over the whole window: right
+        whether or not the events lie on their partitions' days."""
         from watch_pipeline.core.scoring import history_sql
 
         p = self.wh.param()
@@ -305,7 +306,8 @@ class ScoringInputs:
         if not self.wh.table_exists("events"):
             return None
         days = self.window(day)
-        self._folds = {d: f for d, f in self._folds.items() if d in set(days)}
+        kept = set(days)
+        self._folds = {d: f for d, f in self._folds.items() if d in kept}
         missing = [d for d in days if d not in self._folds]
         if missing:
             folds = self.read_folds(missing)
