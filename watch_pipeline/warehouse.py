@@ -533,14 +533,6 @@ class PostgresWarehouse(Warehouse):
                 out[c] = s.map(_copy_value)
         return out
 
-    def _insert_frame_plain(self, cur: Any, table: str, df: pd.DataFrame) -> None:
-        cur.register("_frame", df)  # the frame, not _as_arrow's Arrow table
-        try:
-            cols = ", ".join(f'"{c}"' for c in df.columns)
-            cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _frame')
-        finally:
-            cur.unregister("_frame")
-
     def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         with self._lock:
             cur = self._con.cursor()

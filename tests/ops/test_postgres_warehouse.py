@@ -123,3 +123,22 @@ def test_read_matching_joins_on_keys_with_nulls_as_empty(engines):
                     if t.startswith("_match_")]  # the scratch table is gone
     # '' matches the empty name and the NULL one; the quoted name matches itself; 'absent' nothing
     assert got[0] == got[1] == sorted(["", "<null>", 'comma, "quote"\nnewline'])
+
+
+def test_a_short_stage_is_loaded_again_on_postgres(engines, monkeypatch):
+    """A stage that does not read back is loaded again (the shared `_staged` fallback): on PostgreSQL the second
+    load is COPY again (`Warehouse._insert_frame_plain`), not DuckDB's frame registration."""
+    _, pg = engines
+    register_table("_ops_stage", (Column("k", "VARCHAR", "key"), Column("v", "BIGINT", "value")))
+    real, loads = PostgresWarehouse._insert_frame, []
+
+    def first_short(self, cur, table, df):  # the first stage load loses a row
+        loads.append(table)
+        short = table.startswith("_stage_") and len(loads) == 1
+        return real(self, cur, table, df.iloc[:-1] if short else df)
+
+    monkeypatch.setattr(PostgresWarehouse, "_insert_frame", first_short)
+    assert pg.insert_new("_ops_stage", pd.DataFrame({"k": ["a", "b"], "v": [1, 2]}), "k") == 2
+    assert len(loads) == 2 and all(t.startswith("_stage_") for t in loads)  # loaded twice, into new stages
+    got = pg.read_table("_ops_stage").sort_values("k")
+    assert got["k"].tolist() == ["a", "b"] and got["v"].tolist() == [1, 2]
