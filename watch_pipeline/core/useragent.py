@@ -16,6 +16,8 @@ from ua_parser import Parser
 from ua_parser.loaders import load_builtins, load_lazy_builtins
 from ua_parser.matchers import UserAgentMatcher
 
+from watch_pipeline.core.frames import take_strings
+
 UA_COLUMNS = ("ua_browser", "ua_browser_major", "ua_os", "ua_device", "ua_device_key")
 OTHER = "Other"  # ua-parser's name for "no rule matched"
 
@@ -67,8 +69,7 @@ def parse_user_agents(uas: pd.Series) -> pd.DataFrame:
     codes, uniques = pd.factorize(uas, use_na_sentinel=True)
     parsed = [parse_one(str(u)) for u in uniques] + [parse_one("")]  # last row: NA user agents
     take = np.where(codes < 0, len(parsed) - 1, codes)
-    # gather per-distinct strings with a C-level take (see frames.take_strings)
-    out = pd.DataFrame({c: pd.array([p[i] for p in parsed], dtype="str").take(take)
+    out = pd.DataFrame({c: take_strings([p[i] for p in parsed], take)  # per-distinct strings, gathered in C
                         for i, c in enumerate(UA_COLUMNS)}, index=uas.index)
     out.attrs["distinct"] = len(uniques)  # distinct non-missing user agents, for the caller's metadata
     return out
